@@ -1,0 +1,113 @@
+"""Array backends: NumPy on the CPU, CuPy on an NVIDIA GPU, chosen per array.
+
+Every op finds its array module with `get_array_module(array)` (DeZero's idea), so the
+same code runs on both. This file also holds the random generator that dropout and
+parameter initialisation draw from, so one `manual_seed` makes a run reproducible.
+
+Left out: multiple GPUs, mixed devices within one op (that is an error, as in PyTorch).
+"""
+import os
+
+import numpy as np
+
+try:  # CuPy is optional: `pip install 'nanograd-gpt[gpu]'`
+    import cupy
+    import cupyx
+except ImportError:  # pragma: no cover - depends on the machine
+    cupy = None
+    cupyx = None
+
+CUDA_HINT = ("device 'cuda' needs CuPy and an NVIDIA GPU: pip install 'nanograd-gpt[gpu]' "
+             "(or the cupy wheel matching your CUDA, e.g. cupy-cuda12x)")
+
+
+class DeviceError(RuntimeError):
+    """Raised when a device is unknown or unavailable."""
+
+
+def cuda_available():
+    """True when CuPy imports and sees at least one GPU."""
+    if cupy is None:
+        return False
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # CuPy installed but no driver or device
+        return False
+
+
+def check_device(device):
+    """Return the canonical device name ('cpu' or 'cuda'), or raise a one-line DeviceError."""
+    if device not in ("cpu", "cuda"):
+        raise DeviceError(f"unknown device {device!r}: use 'cpu' or 'cuda'")
+    if device == "cuda" and not cuda_available():
+        raise DeviceError(CUDA_HINT)
+    return device
+
+
+def default_device():
+    """The device new tensors go to: $NANOGRAD_DEVICE, else 'cpu'."""
+    return check_device(os.environ.get("NANOGRAD_DEVICE", "cpu"))
+
+
+def get_array_module(array):
+    """numpy or cupy, whichever owns `array` (numpy for anything that is not a CuPy array)."""
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy
+    return np
+
+
+def device_of(array):
+    return "cuda" if get_array_module(array) is not np else "cpu"
+
+
+def to_device(array, device):
+    """Move an array to 'cpu' or 'cuda' (a no-op when it is already there)."""
+    device = check_device(device)
+    if device == "cuda":
+        return cupy.asarray(array)
+    return cupy.asnumpy(array) if get_array_module(array) is not np else np.asarray(array)
+
+
+def scatter_add(target, indices, values):
+    """target[indices] += values, accumulating repeated indices (in place).
+
+    NumPy's `a[i] += v` keeps only the last write for a repeated index; `np.add.at`
+    accumulates. CuPy's equivalent lives in cupyx (the old `cupy.scatter_add` is gone).
+    """
+    if get_array_module(target) is np:
+        np.add.at(target, indices, values)
+    else:
+        cupyx.scatter_add(target, indices, values)
+
+
+# ---- random numbers -------------------------------------------------------------------
+_rng = np.random.default_rng(1337)
+
+
+def manual_seed(seed):
+    """Seed the generator used by parameter init and dropout (and CuPy's, if present)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+    if cupy is not None and cuda_available():
+        cupy.random.seed(seed)
+
+
+def rng():
+    """The global NumPy generator (initialisation happens on the host, then moves)."""
+    return _rng
+
+
+def get_rng_state():
+    """The global generator's state as a JSON-serialisable dict (for exact resume)."""
+    return _rng.bit_generator.state
+
+
+def set_rng_state(state):
+    _rng.bit_generator.state = state
+
+
+def uniform(xp, shape, dtype):
+    """Uniform [0, 1) samples on the device of `xp`, drawn from the global generator."""
+    if xp is np:
+        return _rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
+    return xp.random.random(shape, dtype=dtype)

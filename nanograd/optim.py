@@ -1,0 +1,138 @@
+"""Optimizers and the learning-rate schedule: AdamW, SGD with momentum, gradient clipping.
+
+Both optimizers take a list of parameters or of parameter groups (dicts with "params"
+and their own hyperparameters), update `.data` in place, and save and restore their
+state so that a resumed run continues exactly.
+
+Left out: Adam's amsgrad, Nesterov momentum, fused multi-tensor kernels.
+"""
+import math
+
+from . import backend
+
+
+class Optimizer:
+    """Shared machinery: parameter groups, per-parameter state, state_dict round trip."""
+
+    def __init__(self, params, defaults):
+        params = list(params)
+        groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups = [{**defaults, **g, "params": list(g["params"])} for g in groups]
+        self.state = {}  # id(param) -> {name: array or int}
+
+    def params(self):
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def zero_grad(self):
+        for p in self.params():
+            p.grad = None
+
+    def state_dict(self):
+        """{"param_groups": [hyperparameters], "state": {index: {name: array|int}}}, by parameter order."""
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        state = {i: dict(self.state[id(p)]) for i, p in enumerate(self.params()) if id(p) in self.state}
+        return {"param_groups": groups, "state": state}
+
+    def load_state_dict(self, state_dict):
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"optimizer state has {len(groups)} parameter groups, this optimizer has "
+                             f"{len(self.param_groups)}")
+        for mine, saved in zip(self.param_groups, groups):
+            mine.update(saved)
+        params = self.params()
+        self.state = {}
+        for i, s in state_dict["state"].items():
+            p = params[int(i)]
+            self.state[id(p)] = {k: backend.to_device(v, p.device).astype(p.dtype) if hasattr(v, "shape") else v
+                                 for k, v in s.items()}
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's defaults.
+
+    Per step t, with gradient g:
+        p <- p - lr * wd * p                   (decay, not through the gradient)
+        m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2
+        p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def step(self):
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, p.grad, lr, b1, b2, eps, wd)
+
+    def _update(self, p, g, lr, b1, b2, eps, wd):
+        xp = backend.get_array_module(p.data)
+        s = self.state.setdefault(id(p), {"step": 0, "exp_avg": xp.zeros_like(p.data),
+                                          "exp_avg_sq": xp.zeros_like(p.data)})
+        s["step"] += 1
+        m, v = s["exp_avg"], s["exp_avg_sq"]
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        if wd:
+            p.data *= 1 - lr * wd
+        denom = xp.sqrt(v)
+        denom /= math.sqrt(1 - b2 ** s["step"])
+        denom += eps
+        p.data -= (lr / (1 - b1 ** s["step"])) * (m / denom)
+
+
+class SGD(Optimizer):
+    """SGD with momentum as PyTorch: buf <- momentum buf + g (+ wd p);  p <- p - lr buf."""
+
+    def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad + group["weight_decay"] * p.data if group["weight_decay"] else p.grad
+                if group["momentum"]:
+                    s = self.state.get(id(p))
+                    if s is None:
+                        s = self.state[id(p)] = {"momentum_buffer": g.copy()}
+                    else:
+                        s["momentum_buffer"] *= group["momentum"]
+                        s["momentum_buffer"] += g
+                    g = s["momentum_buffer"]
+                p.data -= group["lr"] * g
+
+
+def clip_grad_norm_(params, max_norm):
+    """Scale all gradients so their global L2 norm is at most max_norm; return the norm before.
+
+    Rebinds each `.grad` (gradient arrays are never modified in place, see tensor.py).
+    """
+    params = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in params]
+    if not grads:
+        return 0.0
+    total = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
+    coef = max_norm / (total + 1e-6)
+    if coef < 1:
+        for p in params:
+            p.grad = p.grad * p.grad.dtype.type(coef)
+    return total
+
+
+def cosine_schedule(step, max_lr, min_lr, warmup_iters, decay_iters):
+    """Learning rate at `step`: linear warmup to max_lr, cosine decay to min_lr at decay_iters.
+
+    Warmup is (step + 1) / (warmup_iters + 1) * max_lr, as nanoGPT; after decay_iters, min_lr.
+    """
+    if step < warmup_iters:
+        return max_lr * (step + 1) / (warmup_iters + 1)
+    if step >= decay_iters:
+        return min_lr
+    progress = (step - warmup_iters) / max(1, decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (max_lr - min_lr)
