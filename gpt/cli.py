@@ -1,0 +1,25 @@
+"""What the scripts share: turn expected errors into one line on stderr and exit code 2.
+
+A user who mistypes a key, points at a missing checkpoint or asks for a GPU without
+CuPy should read one sentence saying what was wrong and what to do, not a traceback.
+Unexpected exceptions (bugs) still show their traceback.
+
+Left out: logging configuration, colours.
+"""
+import sys
+
+from nanograd.backend import DeviceError
+
+EXIT_BAD_INPUT = 2
+# Errors that describe bad input rather than a bug: all subclass ValueError except these.
+_EXPECTED = (ValueError, KeyError, FileNotFoundError, DeviceError, FloatingPointError)
+
+
+def run_main(main, argv=None):
+    """Call main(argv); expected errors print `error: ...` and exit 2."""
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except _EXPECTED as e:
+        message = e.args[0] if e.args else type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)

@@ -1,0 +1,255 @@
+"""Train a GPT: pre-train from scratch on Shakespeare (the default) or any text, or resume.
+
+    python train.py                                   # configs/shakespeare_char_cpu.toml
+    python train.py configs/shakespeare_char.toml --device=cuda
+    python train.py --init_from=resume --out_dir=out-shakespeare-char-cpu
+
+The loop is nanoGPT's: cosine learning rate with warmup, gradient accumulation and
+clipping, evaluation of train and val loss every `eval_interval` iterations, and a
+checkpoint (gpt/checkpoint.py) whenever val improves. Every random draw comes from a
+generator whose state is checkpointed, so a resumed run repeats the losses of an
+uninterrupted one exactly. Ctrl-C or SIGTERM saves and exits; a non-finite loss stops
+the run and leaves the last good checkpoint.
+
+Left out: distributed training, mixed precision.
+"""
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+import nanograd as ng
+from gpt import data as gdata
+from gpt.checkpoint import FILENAME, load_checkpoint, save_checkpoint
+from gpt.cli import run_main
+from gpt.config import option, parse
+from gpt.model import GPT, GPTConfig
+from gpt.tokenizer import BPETokenizer, CharTokenizer
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "shakespeare_char_cpu.toml")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # I/O
+    out_dir: str = option("out", "directory for ckpt.safetensors, metrics.jsonl and the token files")
+    init_from: str = option("scratch", "'scratch', or 'resume' (continue the checkpoint in out_dir)")
+    eval_interval: int = option(250, "evaluate train/val loss every this many iterations")
+    eval_iters: int = option(20, "batches per split in each evaluation")
+    log_interval: int = option(10, "print a log line every this many iterations")
+    always_save_checkpoint: bool = option(False, "save at every evaluation, not only when val improves")
+    eval_only: bool = option(False, "evaluate once and exit")
+    # data
+    dataset: str = option("shakespeare", "built-in dataset name (used when data_file is empty)")
+    data_file: str = option("", "path to any UTF-8 text file to train on instead")
+    tokenizer: str = option("char", "'char', 'bpe' (trained on the train split) or 'gpt2' (needs gpt2_dir)")
+    bpe_vocab_size: int = option(1024, "vocabulary size when tokenizer='bpe'")
+    gpt2_dir: str = option("", "directory with GPT-2's vocab.json and merges.txt (tokenizer='gpt2')")
+    # model
+    n_layer: int = option(4, "transformer blocks")
+    n_head: int = option(4, "attention heads per block")
+    n_embd: int = option(128, "embedding width")
+    block_size: int = option(64, "context length in tokens")
+    dropout: float = option(0.0, "dropout probability (0 for small data or pre-training at scale)")
+    bias: bool = option(True, "biases in Linear and LayerNorm layers, as GPT-2")
+    # optimisation
+    batch_size: int = option(12, "sequences per micro-batch")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    max_iters: int = option(2000, "optimizer steps in total")
+    learning_rate: float = option(1e-3, "peak learning rate")
+    weight_decay: float = option(0.1, "AdamW weight decay on 2-D weights")
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.99, "AdamW beta2")
+    grad_clip: float = option(1.0, "clip the global gradient norm to this (0: off)")
+    decay_lr: bool = option(True, "cosine decay of the learning rate")
+    warmup_iters: int = option(100, "linear warmup steps")
+    lr_decay_iters: int = option(2000, "step at which the learning rate reaches min_lr")
+    min_lr: float = option(1e-4, "final learning rate")
+    # system
+    device: str = option("cpu", "'cpu' or 'cuda' (needs CuPy)")
+    seed: int = option(1337, "seed for initialisation, batches and dropout")
+
+
+def main(argv):
+    if not any(a.endswith(".toml") or a in ("-h", "--help") for a in argv):
+        argv = [DEFAULT_CONFIG] + argv
+    cfg = parse(TrainConfig, argv, "train.py")
+    ng.backend.check_device(cfg.device)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    Trainer(cfg).run()
+
+
+class Trainer:
+    """The state of one run (model, optimizer, data, RNGs, counters) and its loop."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.ckpt_path = os.path.join(cfg.out_dir, FILENAME)
+        ng.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)  # batch sampling
+        self.iter_num, self.best_val, self.last_eval = 0, math.inf, -1
+        if cfg.init_from == "resume":
+            ckpt = load_checkpoint(self.ckpt_path)
+            self.tokenizer = ckpt.tokenizer
+            self.data = gdata.TokenDataset(cfg.out_dir)
+            self._build(ckpt.model_config)
+            self.model.load_state_dict(ckpt.model_state)
+            self.optimizer.load_state_dict(ckpt.optimizer_state)
+            self._restore(ckpt.train_state)
+        elif cfg.init_from == "scratch":
+            self.tokenizer, self.data = self._prepare_data()
+            self._build(GPTConfig(block_size=cfg.block_size, vocab_size=self.tokenizer.vocab_size,
+                                  n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                                  dropout=cfg.dropout, bias=cfg.bias))
+        else:
+            raise ValueError(f"--init_from={cfg.init_from!r}: use 'scratch' or 'resume'")
+        for split in ("train", "val"):
+            self.data.check_length(split, self.model.config.block_size)
+
+    def _prepare_data(self):
+        cfg = self.cfg
+        text = gdata.load_text(cfg.dataset, cfg.data_file or None)
+        train_text = text[: int(len(text) * 0.9)]
+        if cfg.tokenizer == "char":
+            tok = CharTokenizer.train(text)
+        elif cfg.tokenizer == "bpe":
+            tok = BPETokenizer.train(train_text, cfg.bpe_vocab_size)
+        elif cfg.tokenizer == "gpt2":
+            tok = BPETokenizer.from_gpt2(os.path.join(cfg.gpt2_dir, "vocab.json"),
+                                         os.path.join(cfg.gpt2_dir, "merges.txt"))
+        else:
+            raise ValueError(f"--tokenizer={cfg.tokenizer!r}: use 'char', 'bpe' or 'gpt2'")
+        gdata.prepare(text, tok, cfg.out_dir)
+        return tok, gdata.TokenDataset(cfg.out_dir)
+
+    def _build(self, model_config):
+        cfg = self.cfg
+        self.model = GPT(model_config).to(cfg.device)
+        self.optimizer = self.model.configure_optimizers(cfg.weight_decay, cfg.learning_rate,
+                                                         (cfg.beta1, cfg.beta2))
+        self.tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * model_config.block_size
+        print(f"model: {self.model.num_params() / 1e6:.2f}M parameters, vocab {model_config.vocab_size}, "
+              f"{self.tokens_per_iter} tokens per iteration")
+
+    # ---- checkpoint state ----------------------------------------------------------
+    def _train_state(self):
+        return {"iter_num": self.iter_num, "best_val_loss": self.best_val, "last_eval": self.last_eval,
+                "data_rng": self.rng.bit_generator.state, "nanograd_rng": ng.get_rng_state(),
+                "config": dataclasses.asdict(self.cfg)}
+
+    def _restore(self, state):
+        self.iter_num, self.best_val, self.last_eval = state["iter_num"], state["best_val_loss"], state["last_eval"]
+        self.rng.bit_generator.state = state["data_rng"]
+        ng.set_rng_state(state["nanograd_rng"])
+        print(f"resumed from {self.ckpt_path} at iteration {self.iter_num} (best val {self.best_val:.4f})")
+
+    def save(self):
+        save_checkpoint(self.ckpt_path, self.model, self.tokenizer, self.optimizer, self._train_state())
+        print(f"saved checkpoint to {self.ckpt_path}")
+
+    # ---- the loop ------------------------------------------------------------------
+    def lr_at(self, it):
+        c = self.cfg
+        return ng.optim.cosine_schedule(it, c.learning_rate, c.min_lr, c.warmup_iters, c.lr_decay_iters) \
+            if c.decay_lr else c.learning_rate
+
+    def batch(self, split, rng):
+        x, y = self.data.get_batch(split, self.cfg.batch_size, self.model.config.block_size, rng)
+        return ng.Tensor(x, device=self.cfg.device), ng.Tensor(y, device=self.cfg.device)
+
+    @ng.no_grad()
+    def estimate_loss(self):
+        """Mean loss over eval_iters batches of each split, in eval mode.
+
+        Batches come from a generator seeded by (seed, iteration), so evaluating never
+        disturbs the training stream and repeats exactly after a resume.
+        """
+        self.model.eval()
+        rng = np.random.default_rng([self.cfg.seed, self.iter_num])
+        out = {split: float(np.mean([self.model(*self.batch(split, rng))[1].item()
+                                     for _ in range(self.cfg.eval_iters)])) for split in ("train", "val")}
+        self.model.train()
+        return out
+
+    def evaluate(self):
+        losses = self.estimate_loss()
+        self.last_eval = self.iter_num
+        print(f"step {self.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        self.log_metrics({"iter": self.iter_num, "train_loss": losses["train"], "val_loss": losses["val"]})
+        if losses["val"] < self.best_val or self.cfg.always_save_checkpoint:
+            self.best_val = min(self.best_val, losses["val"])
+            if self.iter_num > 0:
+                self.save()
+
+    def train_step(self):
+        """One optimizer step over gradient_accumulation_steps micro-batches; returns the loss."""
+        cfg = self.cfg
+        lr = self.lr_at(self.iter_num)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for _ in range(cfg.gradient_accumulation_steps):
+            _, loss = self.model(*self.batch("train", self.rng))
+            loss = loss / cfg.gradient_accumulation_steps
+            loss.backward()
+            total += loss.item()
+        if not math.isfinite(total):
+            raise FloatingPointError(f"loss became {total} at iteration {self.iter_num}; stopping. The last "
+                                     f"good checkpoint is {self.ckpt_path}: try a lower learning_rate")
+        if cfg.grad_clip:
+            ng.optim.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return total, lr
+
+    def log_metrics(self, row):
+        with open(os.path.join(self.cfg.out_dir, "metrics.jsonl"), "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def run(self):
+        cfg, stop = self.cfg, _StopFlag()
+        start_iter, t_start, t_last = self.iter_num, time.time(), time.time()
+        while True:
+            if (self.iter_num % cfg.eval_interval == 0 or self.iter_num == cfg.max_iters) \
+                    and self.iter_num != self.last_eval:
+                self.evaluate()
+            if cfg.eval_only or self.iter_num >= cfg.max_iters:
+                break
+            loss, lr = self.train_step()
+            self.iter_num += 1
+            if self.iter_num % cfg.log_interval == 0:
+                now = time.time()
+                ms = (now - t_last) * 1000 / cfg.log_interval
+                done = self.iter_num - start_iter
+                eta = (now - t_start) / done * (cfg.max_iters - self.iter_num)
+                print(f"iter {self.iter_num}/{cfg.max_iters}: loss {loss:.4f}, lr {lr:.2e}, {ms:.0f} ms/iter, "
+                      f"{self.tokens_per_iter * 1000 / ms:.0f} tok/s, ETA {eta:.0f}s")
+                self.log_metrics({"iter": self.iter_num, "loss": loss, "lr": lr, "ms_per_iter": ms})
+                t_last = now
+            if stop.signal:
+                self.save()
+                print(f"stopped by {stop.signal} at iteration {self.iter_num}; "
+                      f"continue with --init_from=resume --out_dir={cfg.out_dir}")
+                return
+        print(f"done: {self.iter_num} iterations in {time.time() - t_start:.0f}s, best val loss {self.best_val:.4f}")
+
+
+class _StopFlag:
+    """Turns the first SIGINT/SIGTERM into a flag the loop checks between iterations."""
+
+    def __init__(self):
+        self.signal = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+
+if __name__ == "__main__":
+    run_main(main)
