@@ -172,7 +172,7 @@ def max(a, axis=None, keepdims=False):
     axes = _axes(a.ndim, axis)
     out = a.data.max(axis=axes, keepdims=True)
     def backward(g):
-        mask = a.data == out
+        mask = (a.data == out).astype(a.dtype)  # a bool mask would divide into float64
         share = mask / mask.sum(axis=axes, keepdims=True)
         return (_expand(g, a.shape, axes, keepdims) * share,)
     return make_result(out if keepdims else out.squeeze(axes), (a,), backward)
