@@ -1,0 +1,196 @@
+"""Autoregressive generation: the decoding loop, its context window, and the logits processors.
+
+    out = model.generate(idx, 200, temperature=0.8, top_k=40, seed=0)   # idx: int array (B, T)
+
+Each step turns the logits of the last position (B, V) into one new token per row. The
+options mean what they mean in Hugging Face `generate` and are applied in its order:
+
+    1. repetition_penalty, no_repeat_ngram_size   (on the whole sequence, prompt included)
+    2. temperature == 0: greedy, argmax
+       otherwise: temperature, top_k, top_p, then draw from the softmax
+
+so a model converted from GPT-2 decodes exactly as transformers does (tests/gpt/test_generate.py).
+Several samples are rows of one batch; an eos token finishes its row, which is then padded
+with eos, and generation stops early once every row has finished.
+
+Context window. The model sees at most block_size tokens; a longer prompt is cropped from
+the left. A KV cache makes each new token cost one position of attention. When the window
+is full it jumps forward rather than sliding one token per step: the newest
+block_size // 2 tokens are kept, re-encoded at positions 0.. in one forward pass (which
+refills the cache), and decoding continues one token at a time. So past block_size the
+model conditions on between block_size // 2 + 1 and block_size tokens, and the re-encoding
+costs about one extra token's forward per generated token. (nanoGPT slides by one token each
+step: a full forward per token.) `use_cache=False` re-runs the whole window every step with
+the same rule, which is the reference the cache is tested against.
+
+Left out: beam search, prompts of different lengths in one batch (padding and attention
+masks), min_length and other stopping rules.
+"""
+import numpy as np
+
+import nanograd as ng
+from nanograd import backend
+from nanograd.functional import softmax_array
+
+
+def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
+             no_repeat_ngram_size=0, eos_token_id=None, seed=None, stream=None, use_cache=True):
+    """Continue each row of idx (B, T) by up to max_new_tokens tokens; return int64 (B, T + new).
+
+    temperature: 0 means greedy; top_k, top_p: None for off. seed: an int gives a private
+    generator (same seed, same text); None draws from nanograd's global generator.
+    stream: called with each new token column (B,) as it is chosen. use_cache: False for
+    the uncached reference. The model runs in eval mode (no dropout) and under no_grad.
+    """
+    idx = np.asarray(idx)
+    _check_options(idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size,
+                   eos_token_id, model.config.vocab_size)
+    B, T = idx.shape
+    seq = np.empty((B, T + max_new_tokens), dtype=np.int64)  # prompt, then the new tokens
+    seq[:, :T] = idx
+    length = T
+    rng = np.random.default_rng(seed) if seed is not None else backend.rng()
+    window = ContextWindow(model, B, T, use_cache)
+    finished = np.zeros(B, dtype=bool)
+    was_training = model.training
+    model.eval()
+    try:
+        with ng.no_grad():
+            for _ in range(max_new_tokens):
+                ids = seq[:, :length]  # (B, L) everything so far
+                logits = window.next_logits(ids)  # (B, V)
+                logits = penalize_repetition(logits, ids, repetition_penalty)
+                logits = ban_repeated_ngrams(logits, ids, no_repeat_ngram_size)
+                if temperature == 0:
+                    token = logits.argmax(axis=-1)  # (B,)
+                else:
+                    logits = top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)
+                    token = sample(logits, rng)  # (B,)
+                if eos_token_id is not None:
+                    token[finished] = eos_token_id  # finished rows are padded with eos
+                    finished |= token == eos_token_id
+                seq[:, length] = token
+                length += 1
+                if stream is not None:
+                    stream(token)
+                if finished.all():
+                    break
+    finally:
+        model.train(was_training)
+    return seq[:, :length]
+
+
+class ContextWindow:
+    """The tokens the model conditions on: the sequence from `start`, at most block_size long.
+
+    With a cache, the cache holds the window's first `cache.length` tokens, so only the
+    tokens after them are fed; without one, the whole window is re-run every step.
+    """
+
+    def __init__(self, model, batch_size, prompt_length, use_cache):
+        self.model = model
+        self.block_size = model.config.block_size
+        self.start = max(0, prompt_length - self.block_size)  # crop a long prompt from the left
+        self.cache = model.new_cache(batch_size) if use_cache else None
+
+    def next_logits(self, ids):
+        """Logits (B, V), a NumPy array, for the token that follows ids (B, L)."""
+        L = ids.shape[1]
+        if L - self.start > self.block_size:  # full: jump, keeping the newest block_size // 2 tokens
+            self.start = L - max(1, self.block_size // 2)
+            if self.cache is not None:
+                self.cache.reset()
+        fed = self.start + (self.cache.length if self.cache is not None else 0)  # first token not in the cache
+        h = self.model.hidden_states(ids[:, fed:], self.cache)  # (B, L - fed, C)
+        return self.model.lm_head(h[:, -1]).numpy()  # (B, V), the last position only
+
+
+# ---- logits processors: (B, V) logits in, new (B, V) logits out, as Hugging Face's ------------
+def penalize_repetition(logits, ids, penalty):
+    """Make tokens present in ids (B, L) less likely: positive logits / penalty, negative * penalty.
+
+    Each token counts once however often it occurs (HF's RepetitionPenaltyLogitsProcessor).
+    """
+    if penalty == 1.0:
+        return logits
+    seen = np.zeros(logits.shape, dtype=bool)  # (B, V)
+    np.put_along_axis(seen, ids, True, axis=1)
+    return np.where(seen, np.where(logits < 0, logits * penalty, logits / penalty), logits)
+
+
+def ban_repeated_ngrams(logits, ids, n):
+    """-inf for every token that would complete an n-gram already in ids (B, L).
+
+    The candidate n-gram is the last n-1 tokens plus the next one; every earlier window of
+    n tokens that starts with those n-1 bans its last token (HF's NoRepeatNGramLogitsProcessor).
+    """
+    L = ids.shape[1]
+    if n == 0 or L < n:
+        return logits
+    windows = np.lib.stride_tricks.sliding_window_view(ids, n, axis=1)  # (B, L - n + 1, n)
+    suffix = ids[:, L - n + 1:]  # (B, n - 1)
+    match = (windows[:, :, :-1] == suffix[:, None, :]).all(axis=-1)  # (B, L - n + 1)
+    rows, cols = np.nonzero(match)
+    out = logits.copy()
+    out[rows, windows[rows, cols, -1]] = -np.inf
+    return out
+
+
+def apply_temperature(logits, temperature):
+    """logits / temperature: below 1 sharpens the distribution, above 1 flattens it."""
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def top_k_filter(logits, k):
+    """-inf for all but the k largest logits of each row (ties with the k-th are kept)."""
+    if k is None or k >= logits.shape[-1]:
+        return logits
+    V = logits.shape[-1]
+    kth = np.partition(logits, V - k, axis=-1)[:, V - k, None]  # (B, 1) the k-th largest
+    return np.where(logits < kth, -np.inf, logits)
+
+
+def top_p_filter(logits, p):
+    """Nucleus: keep the smallest set of most likely tokens whose probability sums to >= p.
+
+    As HF's TopPLogitsWarper: sort ascending, drop tokens whose cumulative probability is
+    <= 1 - p, always keep the most likely one.
+    """
+    if p is None or p >= 1.0:
+        return logits
+    order = np.argsort(logits, axis=-1, kind="stable")  # (B, V) ascending
+    cumulative = np.cumsum(softmax_array(np.take_along_axis(logits, order, axis=-1)), axis=-1)
+    drop_sorted = cumulative <= 1 - p
+    drop_sorted[:, -1] = False
+    drop = np.empty_like(drop_sorted)
+    np.put_along_axis(drop, order, drop_sorted, axis=-1)  # back to vocabulary order
+    return np.where(drop, -np.inf, logits)
+
+
+def sample(logits, rng):
+    """One token id per row (B,), drawn from softmax(logits) with `rng`; -inf is never drawn."""
+    cdf = np.cumsum(softmax_array(logits.astype(np.float64)), axis=-1)  # (B, V)
+    u = rng.random((len(cdf), 1)) * cdf[:, -1:]  # (B, 1) uniform in [0, total)
+    return (cdf <= u).sum(axis=-1)  # the first index whose cdf exceeds u
+
+
+def _check_options(idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size,
+                   eos_token_id, vocab_size):
+    """Raise a one-line ValueError for the first bad argument."""
+    if idx.ndim != 2 or idx.shape[1] == 0 or idx.dtype.kind not in "iu":
+        raise ValueError(f"generate: idx must be a non-empty integer array (B, T), got {idx.dtype} {idx.shape}")
+    if (idx.min() < 0 or idx.max() >= vocab_size):
+        raise ValueError(f"generate: token ids must be in [0, {vocab_size}), got {idx.min()}..{idx.max()}")
+    checks = [
+        (max_new_tokens >= 0, f"max_new_tokens={max_new_tokens} must be >= 0"),
+        (temperature >= 0, f"temperature={temperature} must be >= 0 (0 means greedy)"),
+        (top_k is None or top_k >= 1, f"top_k={top_k} must be >= 1, or None for off"),
+        (top_p is None or 0 <= top_p <= 1, f"top_p={top_p} must be in [0, 1], or None for off"),
+        (repetition_penalty > 0, f"repetition_penalty={repetition_penalty} must be > 0 (1 means off)"),
+        (no_repeat_ngram_size >= 0, f"no_repeat_ngram_size={no_repeat_ngram_size} must be >= 0 (0 means off)"),
+        (eos_token_id is None or 0 <= eos_token_id < vocab_size,
+         f"eos_token_id={eos_token_id} must be a token id in [0, {vocab_size})"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"generate: {message}")
