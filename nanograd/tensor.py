@@ -25,13 +25,17 @@ _grad_enabled = True
 class no_grad(contextlib.ContextDecorator):
     """Context manager and decorator: ops inside record nothing and keep nothing alive."""
 
+    def __init__(self):
+        self._prev = []  # a stack: a decorated function may re-enter while active (recursion)
+
     def __enter__(self):
         global _grad_enabled
-        self._prev, _grad_enabled = _grad_enabled, False
+        self._prev.append(_grad_enabled)
+        _grad_enabled = False
 
     def __exit__(self, *exc):
         global _grad_enabled
-        _grad_enabled = self._prev
+        _grad_enabled = self._prev.pop()
 
 
 def is_grad_enabled():
