@@ -18,7 +18,7 @@ the left. A KV cache makes each new token cost one position of attention. When t
 is full it jumps forward rather than sliding one token per step: the newest
 block_size // 2 tokens are kept, re-encoded at positions 0.. in one forward pass (which
 refills the cache), and decoding continues one token at a time. So past block_size the
-model conditions on between block_size // 2 + 1 and block_size tokens, and the re-encoding
+model conditions on between block_size // 2 and block_size tokens, and the re-encoding
 costs about one extra token's forward per generated token. (nanoGPT slides by one token each
 step: a full forward per token.) `use_cache=False` re-runs the whole window every step with
 the same rule, which is the reference the cache is tested against.
