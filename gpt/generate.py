@@ -14,14 +14,12 @@ Several samples are rows of one batch; an eos token finishes its row, which is t
 with eos, and generation stops early once every row has finished.
 
 Context window. The model sees at most block_size tokens; a longer prompt is cropped from
-the left. A KV cache makes each new token cost one position of attention. When the window
-is full it jumps forward rather than sliding one token per step: the newest
-block_size // 2 tokens are kept, re-encoded at positions 0.. in one forward pass (which
-refills the cache), and decoding continues one token at a time. So past block_size the
-model conditions on between block_size // 2 and block_size tokens, and the re-encoding
-costs about one extra token's forward per generated token. (nanoGPT slides by one token each
-step: a full forward per token.) `use_cache=False` re-runs the whole window every step with
-the same rule, which is the reference the cache is tested against.
+the left. A KV cache makes each new token cost one position of attention. Once the
+window is full it slides, as in nanoGPT: every later token is predicted from the newest
+block_size tokens, and since their positions have all shifted, the cache is rebuilt for
+that window by one forward pass (so past block_size each token costs a full forward).
+`use_cache=False` re-runs the whole window every step with the same rule, which is the
+reference the cache is tested against.
 
 Left out: beam search, prompts of different lengths in one batch (padding and attention
 masks), min_length and other stopping rules.
@@ -96,8 +94,8 @@ class ContextWindow:
     def next_logits(self, ids):
         """Logits (B, V), a NumPy array, for the token that follows ids (B, L)."""
         L = ids.shape[1]
-        if L - self.start > self.block_size:  # full: jump, keeping the newest block_size // 2 tokens
-            self.start = L - max(1, self.block_size // 2)
+        if L - self.start > self.block_size:  # full: slide to the newest block_size tokens
+            self.start = L - self.block_size
             if self.cache is not None:
                 self.cache.reset()
         fed = self.start + (self.cache.length if self.cache is not None else 0)  # first token not in the cache

@@ -64,14 +64,15 @@ def test_cached_sampling_equals_uncached():
 
 
 def test_window_rule():
-    """A full window jumps to the newest block_size // 2 tokens, then grows back to block_size."""
+    """Past block_size the window slides: it always holds the newest block_size tokens."""
     model = tiny_model()
     window = G.ContextWindow(model, 1, prompt_length=3, use_cache=False)
     starts = []
     for L in range(3, 20):
         window.next_logits(np.zeros((1, L), dtype=np.int64))
         starts.append(window.start)
-    assert starts == [0] * 6 + [5] * 5 + [10] * 5 + [15]  # lengths 3..8, 9..13, 14..18, 19
+    block = model.config.block_size
+    assert starts == [max(0, L - block) for L in range(3, 20)]
 
 
 def test_generation_runs_in_eval_mode_and_restores_it():
