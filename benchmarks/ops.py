@@ -32,9 +32,11 @@ def cases(np, torch, ng):
                                   [normal(2048, 384), normal(384), normal(384)]),
         "gelu (2048,1536)": (F.gelu, lambda x: TF.gelu(x, approximate="tanh"), [normal(2048, 1536)]),
         "cross_entropy (2048,65)": (F.cross_entropy, TF.cross_entropy, [normal(2048, 65), targets(2048, 65)]),
-        "cross_entropy (256,50257)": (F.cross_entropy, TF.cross_entropy, [normal(256, 50257), targets(256, 50257)]),
+        "cross_entropy (256,50257)": (F.cross_entropy, TF.cross_entropy,
+                                      [normal(256, 50257), targets(256, 50257)]),
         "linear (2048,384)->1536": (F.linear, TF.linear, [normal(2048, 384), normal(1536, 384), normal(1536)]),
-        "matmul (2048,384)@(384,1536)": (lambda a, b: a @ b, lambda a, b: a @ b, [normal(2048, 384), normal(384, 1536)]),
+        "matmul (2048,384)@(384,1536)": (lambda a, b: a @ b, lambda a, b: a @ b,
+                                         [normal(2048, 384), normal(384, 1536)]),
     }
 
 
@@ -84,7 +86,8 @@ def main():
     import nanograd as ng
 
     rng = np.random.default_rng(1)
-    print(f"float32, forward + backward, best of {args.repeats}, {args.threads} threads, torch {torch.__version__}")
+    print(f"float32, forward + backward, best of {args.repeats}, {args.threads} threads, "
+          f"torch {torch.__version__}")
     print(f"{'op':<32}{'ours ms':>10}{'torch ms':>10}{'ours/torch':>12}")
     for name, (ours, theirs, arrays) in cases(np, torch, ng).items():
         is_float = [a.dtype.kind == "f" for a in arrays]

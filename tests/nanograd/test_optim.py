@@ -61,7 +61,8 @@ def test_adamw_matches_the_update_equations(lr, wd, b1, b2):
     start, grads, final = run_optimizer(lambda g: optim.AdamW(g, betas=(b1, b2), weight_decay=wd), groups)
     group_of = [dict(lr=lr, wd=wd)] * 2 + [dict(lr=lr / 10, wd=0.0)]
     for p0, gs, p, hyper in zip(start, grads, final, group_of):
-        np.testing.assert_allclose(p, adamw_reference(p0, gs, b1=b1, b2=b2, eps=1e-8, **hyper), rtol=1e-10, atol=1e-12)
+        expected = adamw_reference(p0, gs, b1=b1, b2=b2, eps=1e-8, **hyper)
+        np.testing.assert_allclose(p, expected, rtol=1e-10, atol=1e-12)
 
 
 @given(lr=st.floats(1e-3, 0.1), momentum=st.floats(0, 0.99), wd=st.floats(0, 0.1))
@@ -93,7 +94,8 @@ def test_clip_grad_norm_returns_the_norm_and_scales():
     (500, 0.1),              # stays at min_lr
 ])
 def test_cosine_schedule(step, lr):
-    assert optim.cosine_schedule(step, max_lr=1.0, min_lr=0.1, warmup_iters=10, decay_iters=110) == pytest.approx(lr)
+    schedule = optim.cosine_schedule(step, max_lr=1.0, min_lr=0.1, warmup_iters=10, decay_iters=110)
+    assert schedule == pytest.approx(lr)
 
 
 def test_cosine_schedule_decays_monotonically():
