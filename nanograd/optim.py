@@ -68,21 +68,27 @@ class AdamW(Optimizer):
                     self._update(p, p.grad, lr, b1, b2, eps, wd)
 
     def _update(self, p, g, lr, b1, b2, eps, wd):
+        """The update above, in place, with one scratch array instead of a temporary per term."""
         xp = backend.get_array_module(p.data)
         s = self.state.setdefault(id(p), {"step": 0, "exp_avg": xp.zeros_like(p.data),
                                           "exp_avg_sq": xp.zeros_like(p.data)})
         s["step"] += 1
-        m, v = s["exp_avg"], s["exp_avg_sq"]
+        m, v, t = s["exp_avg"], s["exp_avg_sq"], s["step"]
+        scratch = xp.multiply(g, 1 - b1)
         m *= b1
-        m += (1 - b1) * g
+        m += scratch                                        # m = b1 m + (1 - b1) g
+        xp.multiply(g, g, out=scratch)
+        scratch *= 1 - b2
         v *= b2
-        v += (1 - b2) * (g * g)
+        v += scratch                                        # v = b2 v + (1 - b2) g^2
         if wd:
-            p.data *= 1 - lr * wd
-        denom = xp.sqrt(v)
-        denom /= math.sqrt(1 - b2 ** s["step"])
-        denom += eps
-        p.data -= (lr / (1 - b1 ** s["step"])) * (m / denom)
+            p.data *= 1 - lr * wd                           # decoupled weight decay
+        xp.sqrt(v, out=scratch)
+        scratch *= 1 / math.sqrt(1 - b2 ** t)
+        scratch += eps                                      # sqrt(v_hat) + eps
+        xp.divide(m, scratch, out=scratch)
+        scratch *= -lr / (1 - b1 ** t)                      # -lr m_hat / (sqrt(v_hat) + eps)
+        p.data += scratch
 
 
 class SGD(Optimizer):
@@ -117,7 +123,7 @@ def clip_grad_norm_(params, max_norm):
     grads = [p.grad for p in params]
     if not grads:
         return 0.0
-    total = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
+    total = math.sqrt(sum(float(backend.get_array_module(g).vdot(g.ravel(), g.ravel())) for g in grads))
     coef = max_norm / (total + 1e-6)
     if coef < 1:
         for p in params:
