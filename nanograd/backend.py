@@ -111,3 +111,23 @@ def uniform(xp, shape, dtype):
     if xp is np:
         return _rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
     return xp.random.random(shape, dtype=dtype)
+
+
+def keep_freed_memory():
+    """Ask glibc to keep freed memory for reuse instead of returning it to the OS.
+
+    A training step allocates and frees the same few-MB activation arrays every
+    iteration. By default glibc serves each with a fresh mmap and unmaps it on free, so
+    every step page-faults its memory in again (measured: two thirds of a layer norm's
+    time). Raising the mmap threshold to its maximum (32 MiB) and the trim threshold to
+    1 GiB (mallopt) lets the heap reuse them. A no-op where glibc is absent.
+    """
+    import ctypes
+    import ctypes.util
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    except (OSError, AttributeError):  # not glibc
+        pass
