@@ -12,8 +12,34 @@ Parameter names match GPT-2's checkpoints one to one (hf.py converts the weights
 For decoding, `KVCache` keeps every layer's keys and values so that each new token costs
 one position of attention instead of a re-run over the whole context.
 
+For looking inside, every named activation is a hook point (the list is in `GPT.hook_names`):
+
+    logits, cache = model.run_with_cache(idx)   # cache["blocks.0.attn.pattern"]: (B, H, T, T) array
+    logits, loss = model.run_with_hooks(idx, {"blocks.1.attn.head_out": fn}, targets)
+
+    embed                    token + position embeddings, after dropout    (B, T, C)
+    blocks.{i}.resid_pre     residual stream entering block i              (B, T, C)
+    blocks.{i}.ln_1          ln_1 output, the attention's input            (B, T, C)
+    blocks.{i}.attn.pattern  attention pattern softmax(QK^T/sqrt(D)+mask)  (B, H, T, Tk)
+    blocks.{i}.attn.head_out each head's output P V, before heads merge    (B, H, T, D)
+    blocks.{i}.attn_out      attention sublayer output (after c_proj)      (B, T, C)
+    blocks.{i}.resid_mid     resid_pre + attn_out                          (B, T, C)
+    blocks.{i}.ln_2          ln_2 output, the MLP's input                  (B, T, C)
+    blocks.{i}.mlp.pre       c_fc output, before GELU                      (B, T, 4C)
+    blocks.{i}.mlp.post      GELU output                                   (B, T, 4C)
+    blocks.{i}.mlp_out       MLP sublayer output (after c_proj)            (B, T, C)
+    blocks.{i}.resid_post    resid_mid + mlp_out, leaving block i          (B, T, C)
+    ln_f                     final LayerNorm output, before the unembedding (B, T, C)
+
+Head h writes head_out[:, h] @ c_proj.weight[:, h*D:(h+1)*D].T into the residual stream, so
+zeroing head_out[:, h] removes exactly that head (c_proj's bias stays). A hook is
+`fn(activation Tensor) -> None | replacement` (a Tensor or array of the same shape); a
+Tensor replacement keeps gradients flowing. Outside those two methods a hook point is one
+attribute check (benchmarks/hooks_overhead.py), and the attention pattern is only ever
+materialised as a Tensor when a hook or the cache asks for it.
+
 Left out: dropout on the attention pattern (the fused attention op has none), flash
-attention, loading pretrained GPT-2 weights by name (hf.py, later).
+attention, hooks on q, k and v separately, caching activations across generate() steps.
 """
 import dataclasses
 import math
@@ -23,6 +49,7 @@ import numpy as np
 import nanograd as ng
 from nanograd import backend, nn
 from nanograd import functional as F
+from nanograd.attention import causal_mask
 
 
 @dataclasses.dataclass
@@ -76,13 +103,61 @@ class KVCache:
         self.length = 0
 
 
+class HookPoints:
+    """The hooks of one model while run_with_hooks / run_with_cache runs: {name: fn}, else None.
+
+    Each module reaches it through a `HookScope` that adds the module's name prefix.
+    """
+
+    def __init__(self):
+        self.fns = None
+
+    def apply(self, name, x):
+        """x, or the Tensor that the hook registered under `name` returns in its place."""
+        fn = self.fns.get(name)
+        out = None if fn is None else fn(x)
+        if out is None:
+            return x
+        out = out if isinstance(out, ng.Tensor) else ng.Tensor(backend.get_array_module(x.data).asarray(out, x.dtype))
+        if out.shape != x.shape:
+            raise ValueError(f"hook {name!r} returned shape {out.shape}; the activation has shape {x.shape}")
+        return out
+
+
+class HookScope:
+    """A module's view of the shared HookPoints: `scope(key, x)` is the hook point `prefix + key`."""
+
+    def __init__(self, points, prefix):
+        self.points, self.prefix = points, prefix
+
+    def __call__(self, key, x):
+        """x itself (one attribute check) unless a hook run is active."""
+        return x if self.points.fns is None else self.points.apply(self.prefix + key, x)
+
+    def wants(self, key):
+        """Whether a hook (or the activation cache) is registered at `prefix + key`."""
+        return self.points.fns is not None and self.prefix + key in self.points.fns
+
+
+def attention_pattern(q, k):
+    """The fused op's pattern as a differentiable Tensor: softmax(Q K^T / sqrt(D) + causal mask).
+
+    q (B, H, Tq, D), k (B, H, Tk, D) -> (B, H, Tq, Tk). Same arithmetic, in the same order, as
+    nanograd.attention.attention_pattern, so `pattern @ v` reproduces the fused output.
+    """
+    xp = backend.get_array_module(q.data)
+    s = (q @ k.transpose(0, 1, 3, 2)) * (1 / math.sqrt(q.shape[-1]))  # (B, H, Tq, Tk)
+    return F.softmax(s + causal_mask(xp, q.shape[-2], k.shape[-2], s.dtype), axis=-1)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention: one fused q, k, v projection, one output projection."""
 
-    def __init__(self, config, layer):
+    def __init__(self, config, layer, hook):
         super().__init__()
         self.n_head = config.n_head
         self.layer = layer  # this block's index into a KVCache
+        self.hook = hook  # a HookScope, prefix "blocks.{layer}.attn."
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -95,7 +170,11 @@ class CausalSelfAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, H, T, D)
         if cache is not None:  # attend over the cached positions too
             k, v = (ng.Tensor(a) for a in cache.store(self.layer, k.data, v.data))  # (B, H, Tk, D)
-        y = F.scaled_dot_product_attention(q, k, v, causal=True)  # (B, H, T, D)
+        if self.hook.wants("pattern"):  # materialise the pattern only when asked
+            y = self.hook("pattern", attention_pattern(q, k)) @ v  # (B, H, T, Tk) @ (B, H, Tk, D)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, causal=True)  # (B, H, T, D)
+        y = self.hook("head_out", y)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # merge heads: (B, T, H, D) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
@@ -103,29 +182,35 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     """Position-wise feed-forward: C -> 4C, GELU (tanh), 4C -> C."""
 
-    def __init__(self, config):
+    def __init__(self, config, hook):
         super().__init__()
+        self.hook = hook  # a HookScope, prefix "blocks.{layer}.mlp."
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        h = self.hook("pre", self.c_fc(x))  # (B, T, C) -> (B, T, 4C)
+        return self.dropout(self.c_proj(self.hook("post", F.gelu(h))))  # (B, T, 4C) -> (B, T, C)
 
 
 class Block(nn.Module):
     """One transformer block, pre-LayerNorm: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
-    def __init__(self, config, layer):
+    def __init__(self, config, layer, points):
         super().__init__()
+        prefix = f"blocks.{layer}."
+        self.hook = HookScope(points, prefix)
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config, layer)
+        self.attn = CausalSelfAttention(config, layer, HookScope(points, prefix + "attn."))
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, HookScope(points, prefix + "mlp."))
 
     def forward(self, x, cache=None):
-        x = x + self.attn(self.ln_1(x), cache)  # (B, T, C)
-        return x + self.mlp(self.ln_2(x))
+        h = self.hook
+        x = h("resid_pre", x)  # (B, T, C)
+        x = h("resid_mid", x + h("attn_out", self.attn(h("ln_1", self.ln_1(x)), cache)))
+        return h("resid_post", x + h("mlp_out", self.mlp(h("ln_2", self.ln_2(x)))))
 
 
 class GPT(nn.Module):
@@ -134,11 +219,13 @@ class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
+        self.hook_points = HookPoints()
+        self.hook = HookScope(self.hook_points, "")
         self.transformer = nn.Module()  # a named container (nanoGPT's ModuleDict): the `transformer.` prefix
         self.transformer.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.transformer.drop = nn.Dropout(config.dropout)
-        self.transformer.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.transformer.h = nn.ModuleList(Block(config, i, self.hook_points) for i in range(config.n_layer))
         self.transformer.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self._init_weights()
 
@@ -181,16 +268,51 @@ class GPT(nn.Module):
                              f"{self.config.block_size}; crop the input to its last {self.config.block_size} tokens")
         t = self.transformer
         pos = np.arange(start, start + T)  # (T,)
-        x = t.drop(t.wte(idx) + t.wpe(pos))  # (B, T, C) + (T, C) -> (B, T, C)
+        x = self.hook("embed", t.drop(t.wte(idx) + t.wpe(pos)))  # (B, T, C) + (T, C) -> (B, T, C)
         for block in t.h:
             x = block(x, cache)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
-        return t.ln_f(x)
+        return self.hook("ln_f", t.ln_f(x))
 
     def lm_head(self, x):
         """Logits (..., vocab_size) of hidden states x (..., C), tied to the token embedding."""
         return F.linear(x, self.transformer.wte.weight)  # x @ wte^T
+
+    def hook_names(self):
+        """Every hook point's name, in the order a forward pass reaches them (see the module docstring)."""
+        block = ("resid_pre", "ln_1", "attn.pattern", "attn.head_out", "attn_out", "resid_mid",
+                 "ln_2", "mlp.pre", "mlp.post", "mlp_out", "resid_post")
+        return ["embed", *(f"blocks.{i}.{k}" for i in range(self.config.n_layer) for k in block), "ln_f"]
+
+    def run_with_hooks(self, idx, hooks, targets=None):
+        """(logits, loss) of one forward pass in which each hooks[name](activation) may replace it.
+
+        hooks: {hook point name: fn(Tensor) -> None | Tensor or array of the same shape}.
+        """
+        known = set(self.hook_names())
+        unknown = [name for name in hooks if name not in known]
+        if unknown:
+            raise ValueError(f"no hook point named {unknown[0]!r}; GPT.hook_names() lists them "
+                             f"(blocks.0 to blocks.{self.config.n_layer - 1}, e.g. 'blocks.0.attn.pattern')")
+        self.hook_points.fns = dict(hooks)
+        try:
+            return self(idx, targets)
+        finally:
+            self.hook_points.fns = None
+
+    def run_with_cache(self, idx, names=None):
+        """(logits, {name: array}): one forward pass that records the named activations.
+
+        names: the hook points to record (default: all of them). The arrays are the
+        activations' data (on the model's device), not Tensors, so they hold no graph.
+        """
+        cache = {}
+        def recorder(name):
+            return lambda x: cache.__setitem__(name, x.data)
+        names = self.hook_names() if names is None else names
+        logits, _ = self.run_with_hooks(idx, {name: recorder(name) for name in names})
+        return logits, cache
 
     def new_cache(self, batch_size):
         """An empty KVCache for `batch_size` sequences, on this model's device and dtype."""
