@@ -28,6 +28,7 @@ from gpt import data as gdata
 from gpt.checkpoint import FILENAME, load_checkpoint, save_checkpoint
 from gpt.cli import run_main
 from gpt.config import option, parse
+from gpt.interp import emergence_metrics
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import BPETokenizer, CharTokenizer
 
@@ -44,6 +45,7 @@ class TrainConfig:
     log_interval: int = option(10, "print a log line every this many iterations")
     always_save_checkpoint: bool = option(False, "save at every evaluation, not only when val improves")
     eval_only: bool = option(False, "evaluate once and exit")
+    track_emergence: bool = option(False, "log induction-head scores and the in-context loss drop at each evaluation")
     # data
     dataset: str = option("shakespeare", "built-in dataset name (used when data_file is empty)")
     data_file: str = option("", "path to any UTF-8 text file to train on instead")
@@ -180,7 +182,12 @@ class Trainer:
         losses = self.estimate_loss()
         self.last_eval = self.iter_num
         print(f"step {self.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        self.log_metrics({"iter": self.iter_num, "train_loss": losses["train"], "val_loss": losses["val"]})
+        row = {"iter": self.iter_num, "train_loss": losses["train"], "val_loss": losses["val"]}
+        if self.cfg.track_emergence:  # gpt/interp.py; its own seeded tokens, so training is unchanged
+            row.update(emergence_metrics(self.model, seed=self.cfg.seed))
+            print(f"step {self.iter_num}: induction score {row['induction_score']:.3f}, "
+                  f"in-context loss drop {row['icl_loss_drop']:.3f}")
+        self.log_metrics(row)
         if losses["val"] < self.best_val or self.cfg.always_save_checkpoint:
             self.best_val = min(self.best_val, losses["val"])
             if self.iter_num > 0:
