@@ -82,6 +82,7 @@ def main(argv):
         argv = [DEFAULT_CONFIG] + argv
     cfg = parse(TrainConfig, argv, "train.py")
     ng.backend.check_device(cfg.device)
+    ng.backend.keep_freed_memory()
     os.makedirs(cfg.out_dir, exist_ok=True)
     Trainer(cfg).run()
 
@@ -126,7 +127,7 @@ class Trainer:
                                          os.path.join(cfg.gpt2_dir, "merges.txt"))
         else:
             raise ValueError(f"--tokenizer={cfg.tokenizer!r}: use 'char', 'bpe' or 'gpt2'")
-        gdata.prepare(text, tok, cfg.out_dir)
+        gdata.prepare(text, tok, cfg.out_dir, source=cfg.data_file or cfg.dataset)
         return tok, gdata.TokenDataset(cfg.out_dir)
 
     def _build(self, model_config):
