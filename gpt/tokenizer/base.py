@@ -30,8 +30,9 @@ class TokenizerError(ValueError):
 
 
 def token_dtype(vocab_size):
-    """The smallest unsigned integer type that holds every id: uint16 up to 65536 tokens."""
-    return np.uint16 if vocab_size <= 2**16 else np.uint32
+    """The smallest unsigned integer type that holds every id: little-endian uint16 up to 65536
+    tokens, else uint32."""
+    return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
 
 
 def check_text(text):
@@ -110,8 +111,9 @@ class Tokenizer:
 
     def encode_array(self, text, allowed_special=frozenset(), disallowed_special="all"):
         """Like `encode`, as a uint16/uint32 array, built piece by piece to save memory."""
-        from .stream import encode_pieces, text_pieces  # stream builds on this module
-        arrays = list(encode_pieces(self, text_pieces([text]), allowed_special, disallowed_special))
+        from .stream import encode_pieces, string_blocks, text_pieces  # stream builds on this module
+        pieces = text_pieces(string_blocks(text))
+        arrays = list(encode_pieces(self, pieces, allowed_special, disallowed_special))
         return np.concatenate(arrays) if arrays else np.zeros(0, token_dtype(self.vocab_size))
 
     def _specials_arg(self, arg, name):

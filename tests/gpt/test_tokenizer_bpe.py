@@ -181,12 +181,18 @@ def test_hand_written_gpt2_files(tmp_path):
     assert tok.encode(f"{EOT}!", allowed_special="all") == [262, 0]
 
 
-@given(ANY_TEXT)
-def test_hand_written_gpt2_files_match_tiktoken(tmp_path_factory, s):
+@pytest.fixture(scope="module")
+def hand_written(tmp_path_factory):
+    """Our tokenizer and tiktoken's, from the same hand-written GPT-2 files."""
     tiktoken = pytest.importorskip("tiktoken")
     tok = BPETokenizer.from_gpt2(*write_gpt2_files_by_hand(tmp_path_factory.mktemp("g")))
-    ranks = {token: i for token, i in tok.vocab.items()}
-    enc = tiktoken.Encoding("tiny", pat_str=PATTERNS["gpt2"], mergeable_ranks=ranks, special_tokens={EOT: 262})
+    enc = tiktoken.Encoding("tiny", pat_str=PATTERNS["gpt2"], mergeable_ranks=tok.vocab, special_tokens={EOT: 262})
+    return tok, enc
+
+
+@given(ANY_TEXT)
+def test_hand_written_gpt2_files_match_tiktoken(hand_written, s):
+    tok, enc = hand_written
     assert tok.encode(s, allowed_special="all") == enc.encode(s, allowed_special="all")
     assert tok.decode(tok.encode(s, disallowed_special=())) == s
 

