@@ -4,7 +4,8 @@ Text is first cut into chunks by a pre-tokenization regex (GPT-2's by default: w
 their leading space, digit runs, punctuation runs, whitespace), so no token crosses a
 chunk. Each chunk's UTF-8 bytes start as single-byte tokens; a merge (left, right) -> new
 joins two adjacent tokens into one. Merges have ranks: training adds them best first, and
-encoding repeatedly applies the lowest-ranked merge present in the chunk until none applies.
+encoding repeatedly applies the lowest-ranked merge present in the chunk (leftmost first)
+until none applies.
 
 Training (`train_merges`) counts each distinct chunk once, then keeps pair counts up to date
 incrementally: a merge only touches the chunks that contain its pair (found through an
@@ -13,20 +14,21 @@ smallest pair (left id, then right id), so training is deterministic. `train_mer
 is the textbook version -- recount every pair after every merge -- kept as the reference
 the tests compare against and the benchmark's baseline.
 
-Encoding caches each distinct chunk's ids (a dict, cleared when it grows past CACHE_SIZE).
+Encoding caches each distinct chunk's ids (a dict, cleared when it grows past CACHE_SIZE),
+and runs GPT-2's pattern on ASCII text as an equivalent, faster stdlib `re` pattern.
 
 Left out: dropout, merges across pre-tokenization chunks (SentencePiece style), a minimum
 pair frequency, Unicode normalization.
 """
 import heapq
 import re
-from itertools import chain, repeat
 import warnings
 from collections import Counter, defaultdict
+from itertools import chain, repeat
 
 import regex
 
-from .base import Tokenizer, TokenizerError, special_regex, check_text
+from .base import Tokenizer, TokenizerError, check_text, special_regex
 from .gpt2 import format_merge, parse_merge, parse_vocab, read_gpt2_files, to_symbols, write_gpt2_files
 
 PATTERNS = {
@@ -171,7 +173,8 @@ class BPETokenizer(Tokenizer):
         orphans = [t for t in self.vocab if len(t) > 1 and t not in made]
         if orphans:
             raise TokenizerError(f"{len(orphans)} vocabulary tokens are made by no merge, e.g. "
-                                 f"{to_symbols(orphans[0])!r} (merges truncated?)")
+                                 f"{to_symbols(orphans[0])!r} (merges truncated? or a special token "
+                                 "missing from special_tokens?)")
         return rank, merged
 
     # ---- building -------------------------------------------------------------------------
@@ -182,6 +185,8 @@ class BPETokenizer(Tokenizer):
         then `special_tokens` (which never take part in merges). Warns and stops early when no
         pair is left to merge."""
         check_text(text)
+        if not isinstance(vocab_size, int):
+            raise TokenizerError(f"vocab_size must be an integer, got {vocab_size!r}")
         specials = list(dict.fromkeys(special_tokens))
         n_merges = vocab_size - 256 - len(specials)
         if n_merges < 0:

@@ -91,6 +91,8 @@ def test_vocab_size_too_small():
     with pytest.raises(TokenizerError, match="vocab_size=256 is too small.*at least 257"):
         BPETokenizer.train(SAMPLE, 256)
     assert BPETokenizer.train(SAMPLE, 256, special_tokens=()).vocab_size == 256
+    with pytest.raises(TokenizerError, match="vocab_size must be an integer"):
+        BPETokenizer.train(SAMPLE, 300.0)
 
 
 def test_special_tokens_take_no_part_in_training():
@@ -219,6 +221,12 @@ def test_damaged_gpt2_files(tmp_path, damage, message):
     merges_path.write_text(m, encoding="utf-8")
     with pytest.raises(TokenizerError, match=message):
         BPETokenizer.from_gpt2(vocab_path, merges_path)
+
+
+def test_unnamed_special_token_in_gpt2_files(tmp_path):
+    paths = write_gpt2_files_by_hand(tmp_path)
+    with pytest.raises(TokenizerError, match="'<\\|endoftext\\|>' .*missing from special_tokens"):
+        BPETokenizer.from_gpt2(*paths, special_tokens=())
 
 
 def test_save_gpt2_warns_about_other_patterns(tmp_path):
