@@ -180,3 +180,47 @@ def test_text_views():
     assert len(lines) == 5 and lines[2] == " a @      " and lines[1].endswith("xyz xyz")
     assert interp.table_text(["a", "bbb"], [[1, 2]]) == "a  bbb\n1  2"
     assert interp.shade(0.5, 1.0) == interp.SHADES[5] and interp.shade(2, 1.0) == "@"
+
+
+# ---- the command line ----------------------------------------------------------------
+@pytest.fixture
+def run_dir(tmp_path):
+    """A run directory as train.py leaves it: a tiny char model's checkpoint, token files, metrics."""
+    from gpt.checkpoint import save_checkpoint
+    from gpt.data import prepare
+    from gpt.tokenizer import CharTokenizer
+    text = "to be, or not to be, that is the question. " * 40
+    tokenizer = CharTokenizer.train(text)
+    prepare(text, tokenizer, str(tmp_path))
+    model = tiny_model(vocab_size=tokenizer.vocab_size, block_size=16)
+    save_checkpoint(str(tmp_path / "ckpt.safetensors"), model, tokenizer)
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"iter": 0, "train_loss": 3.0, "val_loss": 3.1, "induction_score": 0.02, "icl_loss_drop": 0.0}\n'
+        '{"iter": 10, "loss": 2.5, "lr": 0.001}\n'
+        '{"iter": 20, "train_loss": 2.0, "val_loss": 2.2, "induction_score": 0.4, "icl_loss_drop": 1.5}\n')
+    return str(tmp_path)
+
+
+def test_inspect_commands_print_their_views(run_dir, capsys):
+    from gpt import inspect
+    out = f"--out_dir={run_dir}"
+    inspect.main(["attention", out, "--prompt=to be, or not"])
+    assert "layer 1:" in capsys.readouterr().out
+    inspect.main(["logit-lens", out, "--prompt=to be", "--top_k=2", "--positions=1"])
+    assert "position 4: 'e'" in capsys.readouterr().out
+    inspect.main(["ablate", out, "--batches=1", "--batch_size=2"])
+    assert "increase when one head is zero-ablated" in capsys.readouterr().out
+    inspect.main(["induction", out, "--batch_size=2"])
+    assert "in-context loss drop" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown command 'atention'"):
+        inspect.main(["atention", out])
+    with pytest.raises(ValueError, match="--layer=5"):
+        inspect.main(["attention", out, "--layer=5"])
+
+
+def test_inspect_pngs(run_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    from gpt import inspect
+    inspect.main(["plot-metrics", f"--out_dir={run_dir}"])
+    inspect.main(["induction", f"--out_dir={run_dir}", "--batch_size=2", f"--image={tmp_path / 'ind.png'}"])
+    assert (tmp_path / "emergence.png").stat().st_size > 0 and (tmp_path / "ind.png").stat().st_size > 0

@@ -1,0 +1,245 @@
+"""Look inside a trained GPT from the command line: attention maps, logit lens, ablation, induction.
+
+    python -m gpt.inspect attention  --out_dir=out --prompt="ROMEO: Is it so?" [--image=attn.png]
+    python -m gpt.inspect logit-lens --out_dir=out --prompt="ROMEO: Is it so?" --top_k=3
+    python -m gpt.inspect ablate     --out_dir=out --mode=mean [--image=ablate.png]
+    python -m gpt.inspect induction  --out_dir=out [--image=induction.png]
+    python -m gpt.inspect plot-metrics --out_dir=out     # val loss and induction score vs iteration
+    python -m gpt.inspect induction  --init_from=path/to/gpt2   # a Hugging Face GPT-2 directory
+
+Each command prints a text view; `--image` also draws a PNG with matplotlib (the optional
+`plot` extra), which plot-metrics always needs. The analyses live in gpt/interp.py; this
+file only loads models and data and formats what comes back.
+
+Left out: interactive views, activation patching between two prompts (see interp.py).
+"""
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from gpt import data as gdata
+from gpt import interp
+from gpt.cli import run_main
+from gpt.config import ConfigError, option, parse
+
+COMMANDS = ("attention", "logit-lens", "ablate", "induction", "plot-metrics")
+MAX_TEXT_TOKENS = 40  # the text attention view shows at most this many (the last) tokens
+
+
+@dataclasses.dataclass
+class InspectConfig:
+    out_dir: str = option("out", "run directory with ckpt.safetensors, token files and metrics.jsonl")
+    init_from: str = option("", "a Hugging Face GPT-2 directory to inspect instead of out_dir's checkpoint")
+    prompt: str = option("ROMEO:\nIs it so? Then ROMEO:\nIs it", "text for attention and logit-lens")
+    layer: int = option(-1, "attention: the one layer to show (-1: all)")
+    top_k: int = option(3, "logit-lens: predictions per stage")
+    positions: int = option(6, "logit-lens: show the last this many positions (0: all)")
+    mode: str = option("zero", "ablate: replace a head's output by 'zero' or by its 'mean'")
+    batches: int = option(4, "ablate: validation batches to average the loss over")
+    batch_size: int = option(8, "ablate and induction: sequences per batch")
+    data_file: str = option("", "ablate: text to measure the loss on (default: out_dir's val split; "
+                                "Shakespeare with --init_from)")
+    repeat_len: int = option(0, "induction: random tokens before they repeat (0: min(32, block_size / 2))")
+    image: str = option("", "also draw a PNG here (matplotlib); plot-metrics defaults to out_dir/emergence.png")
+    seed: int = option(0, "seed for validation batches and random tokens")
+    device: str = option("cpu", "'cpu' or 'cuda'")
+
+
+def main(argv):
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"commands: {', '.join(COMMANDS)} (see the docstring of gpt/inspect.py)")
+        parse(InspectConfig, ["--help"], "-m gpt.inspect COMMAND")
+    command, cfg = argv[0], parse(InspectConfig, argv[1:], f"-m gpt.inspect {argv[0]}")
+    if command not in COMMANDS:
+        raise ConfigError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)}")
+    if command == "plot-metrics":
+        return plot_metrics(cfg)
+    model, tokenizer = load(cfg)
+    {"attention": attention, "logit-lens": logit_lens, "ablate": ablate, "induction": induction}[command](
+        cfg, model, tokenizer)
+
+
+def load(cfg):
+    """(model in eval mode, tokenizer) from --init_from (HF GPT-2 directory) or out_dir's checkpoint."""
+    if cfg.init_from:
+        from gpt import hf
+        model, tokenizer = hf.load(cfg.init_from)
+        return model.to(cfg.device).eval(), tokenizer
+    from gpt.checkpoint import load_model
+    model, tokenizer, _ = load_model(cfg.out_dir, cfg.device)
+    return model, tokenizer
+
+
+def prompt_ids(cfg, model, tokenizer):
+    """The prompt's token ids (T,), cut to the model's last block_size tokens."""
+    ids = np.asarray(tokenizer.encode(cfg.prompt))[-model.config.block_size:]
+    if ids.size == 0:
+        raise ValueError("--prompt is empty: give some text to look at")
+    return ids
+
+
+# ---- attention --------------------------------------------------------------------------
+def attention(cfg, model, tokenizer):
+    """Print each head's pattern on the prompt as a text heatmap; optionally a PNG grid."""
+    layers = range(model.config.n_layer) if cfg.layer == -1 else [cfg.layer]
+    if any(not 0 <= i < model.config.n_layer for i in layers):
+        raise ValueError(f"--layer={cfg.layer}: the model has layers 0 to {model.config.n_layer - 1} (-1: all)")
+    ids = prompt_ids(cfg, model, tokenizer)
+    names = [f"blocks.{i}.attn.pattern" for i in layers]
+    with interp.inference(model):
+        _, cache = model.run_with_cache(ids[None], names)
+    patterns = [np.asarray(cache[n][0]) for n in names]  # each (H, T, T)
+    shown = slice(-MAX_TEXT_TOKENS, None)
+    labels = [interp.token_label(tokenizer, t, 8) for t in ids[shown]]
+    columns = [(label or " ")[0] for label in labels]
+    for layer, p in zip(layers, patterns):
+        print(f"layer {layer}: attention from each token (rows) to earlier ones (columns), darker = more")
+        heads = [p[h][shown, shown] for h in range(p.shape[0])]
+        print(interp.heatmap_text(heads, labels, columns, [f"head {h}" for h in range(p.shape[0])]) + "\n")
+    if len(ids) > MAX_TEXT_TOKENS:
+        print(f"(text view: the last {MAX_TEXT_TOKENS} of {len(ids)} tokens; the PNG shows all)")
+    if cfg.image:
+        plt = pyplot()
+        labels = [interp.token_label(tokenizer, t, 8) for t in ids]
+        H = model.config.n_head
+        fig, axes = plt.subplots(len(patterns), H, figsize=(2.2 * H + 1, 2.2 * len(patterns) + 1), squeeze=False)
+        for row, (layer, p) in enumerate(zip(layers, patterns)):
+            for h in range(H):
+                ax = axes[row][h]
+                ax.imshow(p[h], cmap="viridis", vmin=0, vmax=1)
+                ax.set_title(f"{layer}.{h}", fontsize=8)
+                ticks = range(len(labels)) if len(labels) <= 64 else []  # unreadable beyond
+                ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=5)
+                ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=5)
+        save(fig, cfg.image)
+
+
+# ---- logit lens -------------------------------------------------------------------------
+def logit_lens(cfg, model, tokenizer):
+    """For the last positions of the prompt: the top-k next tokens read after each stage."""
+    ids = prompt_ids(cfg, model, tokenizer)
+    rows = interp.logit_lens(model, ids, cfg.top_k)
+    first = 0 if cfg.positions <= 0 else max(0, len(ids) - cfg.positions)
+    for t in range(first, len(ids)):
+        actual = repr(interp.token_label(tokenizer, ids[t + 1])) if t + 1 < len(ids) else "(end of prompt)"
+        print(f"position {t}: {interp.token_label(tokenizer, ids[t])!r}, next in the prompt: {actual}")
+        table = [[name] + [f"{interp.token_label(tokenizer, top[t, j])!r} {probs[t, j]:.2f}"
+                           for j in range(top.shape[1])] for name, top, probs in rows]
+        print(interp.table_text(["stage"] + [f"top-{j + 1}" for j in range(cfg.top_k)], table) + "\n")
+
+
+# ---- ablation ---------------------------------------------------------------------------
+def ablate(cfg, model, tokenizer):
+    """The rise in validation loss when each head alone is zero- or mean-ablated."""
+    dataset = validation_data(cfg, tokenizer, model.config.block_size)
+    rng = np.random.default_rng(cfg.seed)
+    batches = [dataset.get_batch("val", cfg.batch_size, model.config.block_size, rng) for _ in range(cfg.batches)]
+    base, delta = interp.head_ablation(model, batches, cfg.mode)
+    print(f"validation loss {base:.4f} over {cfg.batches} x {cfg.batch_size} sequences; "
+          f"increase when one head is {cfg.mode}-ablated:")
+    print(layer_head_text(delta, float(delta.max())))
+    if cfg.image:
+        layer_head_png(delta, f"loss increase, {cfg.mode}-ablating one head (base {base:.3f})", cfg.image, "RdBu_r")
+
+
+def validation_data(cfg, tokenizer, block_size):
+    """A TokenDataset to draw validation batches from: out_dir's, or one made from text."""
+    if not cfg.data_file and not cfg.init_from:
+        return gdata.TokenDataset(cfg.out_dir)
+    text = gdata.load_text(data_file=cfg.data_file or None)
+    needed = 8 * (cfg.batches * cfg.batch_size + 4) * (block_size + 1)  # characters, generously
+    directory = tempfile.mkdtemp(prefix="inspect-")
+    gdata.prepare(text[-2 * needed:], tokenizer, directory, val_fraction=0.5)  # tokenise only the tail
+    return gdata.TokenDataset(directory)
+
+
+# ---- induction --------------------------------------------------------------------------
+def induction(cfg, model, tokenizer):
+    """Each head's induction score on repeated random tokens, and the in-context loss drop."""
+    scores, first, second = interp.induction_run(model, cfg.repeat_len or None, cfg.batch_size, cfg.seed)
+    print("induction score per head (attention from a token to the one after its previous occurrence):")
+    print(layer_head_text(scores, 1.0))
+    best = np.unravel_index(np.argmax(scores), scores.shape)
+    print(f"best head {best[0]}.{best[1]}: {scores[best]:.3f}")
+    print(f"loss on the first repeat {first:.3f}, on the second {second:.3f}: "
+          f"in-context loss drop {first - second:.3f}")
+    if cfg.image:
+        layer_head_png(scores, "induction score", cfg.image, "viridis")
+
+
+# ---- metrics over training --------------------------------------------------------------
+def plot_metrics(cfg):
+    """Val loss, induction score and in-context loss drop against iteration, from metrics.jsonl."""
+    path = os.path.join(cfg.out_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no {path}: train with `python train.py --out_dir={cfg.out_dir} "
+                                "--track_emergence=true` first")
+    with open(path) as fh:
+        rows = [r for r in map(json.loads, fh) if "val_loss" in r]
+    tracked = [r for r in rows if "induction_score" in r]
+    print(interp.table_text(["iter", "val_loss", "induction_score", "icl_loss_drop"],
+                            [[r["iter"], f"{r['val_loss']:.4f}", f"{r.get('induction_score', float('nan')):.3f}",
+                              f"{r.get('icl_loss_drop', float('nan')):.3f}"] for r in rows]))
+    plt = pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(6, 5))
+    top.plot([r["iter"] for r in rows], [r["val_loss"] for r in rows], label="val loss")
+    top.plot([r["iter"] for r in rows], [r["train_loss"] for r in rows], label="train loss", alpha=0.6)
+    top.set_ylabel("loss")
+    top.legend()
+    bottom.plot([r["iter"] for r in tracked], [r["induction_score"] for r in tracked], label="induction score (best head)")
+    bottom.plot([r["iter"] for r in tracked], [r["icl_loss_drop"] for r in tracked], label="in-context loss drop (nats)")
+    bottom.set_xlabel("iteration")
+    bottom.legend()
+    save(fig, cfg.image or os.path.join(cfg.out_dir, "emergence.png"))
+
+
+# ---- shared views -----------------------------------------------------------------------
+def layer_head_text(matrix, vmax):
+    """A layer x head table of numbers, then the same as shades (blank: 0 or less, '@': vmax)."""
+    table = [[layer] + [f"{v:+.3f}" for v in row] for layer, row in enumerate(matrix)]
+    text = interp.table_text(["layer"] + [f"head {h}" for h in range(matrix.shape[1])], table)
+    shades = "\n".join(f"  layer {i}: [" + "".join(interp.shade(v, vmax) for v in row) + "]"
+                       for i, row in enumerate(matrix))
+    return text + "\n" + shades
+
+
+def layer_head_png(matrix, title, path, cmap):
+    """A layer (rows) x head (columns) heatmap with the values written in the cells."""
+    plt = pyplot()
+    L, H = matrix.shape
+    fig, ax = plt.subplots(figsize=(0.6 * H + 2, 0.5 * L + 1.5))
+    vmax = float(np.abs(matrix).max()) or 1.0
+    image = ax.imshow(matrix, cmap=cmap, vmin=-vmax if cmap == "RdBu_r" else 0, vmax=vmax)
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image)
+    save(fig, path)
+
+
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend; a one-line error when it is not installed."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise ValueError("drawing PNGs needs matplotlib: pip install matplotlib "
+                         "(or the 'plot' extra); the text views work without it") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    run_main(main)
