@@ -16,7 +16,6 @@ Left out: interactive views, activation patching between two prompts (see interp
 import dataclasses
 import json
 import os
-import sys
 import tempfile
 
 import numpy as np
@@ -25,6 +24,7 @@ from gpt import data as gdata
 from gpt import interp
 from gpt.cli import run_main
 from gpt.config import ConfigError, option, parse
+from nanograd import backend
 
 COMMANDS = ("attention", "logit-lens", "ablate", "induction", "plot-metrics")
 MAX_TEXT_TOKENS = 40  # the text attention view shows at most this many (the last) tokens
@@ -92,7 +92,7 @@ def attention(cfg, model, tokenizer):
     names = [f"blocks.{i}.attn.pattern" for i in layers]
     with interp.inference(model):
         _, cache = model.run_with_cache(ids[None], names)
-    patterns = [np.asarray(cache[n][0]) for n in names]  # each (H, T, T)
+    patterns = [backend.to_device(cache[n][0], "cpu") for n in names]  # each (H, T, T)
     shown = slice(-MAX_TEXT_TOKENS, None)
     labels = [interp.token_label(tokenizer, t, 8) for t in ids[shown]]
     columns = [(label or " ")[0] for label in labels]
@@ -185,13 +185,14 @@ def plot_metrics(cfg):
                             [[r["iter"], f"{r['val_loss']:.4f}", f"{r.get('induction_score', float('nan')):.3f}",
                               f"{r.get('icl_loss_drop', float('nan')):.3f}"] for r in rows]))
     plt = pyplot()
+    column = lambda rs, key: [r[key] for r in rs]
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(6, 5))
-    top.plot([r["iter"] for r in rows], [r["val_loss"] for r in rows], label="val loss")
-    top.plot([r["iter"] for r in rows], [r["train_loss"] for r in rows], label="train loss", alpha=0.6)
+    top.plot(column(rows, "iter"), column(rows, "val_loss"), label="val loss")
+    top.plot(column(rows, "iter"), column(rows, "train_loss"), label="train loss", alpha=0.6)
     top.set_ylabel("loss")
     top.legend()
-    bottom.plot([r["iter"] for r in tracked], [r["induction_score"] for r in tracked], label="induction score (best head)")
-    bottom.plot([r["iter"] for r in tracked], [r["icl_loss_drop"] for r in tracked], label="in-context loss drop (nats)")
+    bottom.plot(column(tracked, "iter"), column(tracked, "induction_score"), label="induction score (best head)")
+    bottom.plot(column(tracked, "iter"), column(tracked, "icl_loss_drop"), label="in-context loss drop (nats)")
     bottom.set_xlabel("iteration")
     bottom.legend()
     save(fig, cfg.image or os.path.join(cfg.out_dir, "emergence.png"))

@@ -134,7 +134,7 @@ def ablate_head_hook(head, fill=None):
         if fill is None:
             return x * keep
         added = xp.zeros((1, x.shape[1], 1, x.shape[3]), dtype=x.dtype)
-        added[0, head, 0] = fill
+        added[0, head, 0] = xp.asarray(fill)
         return x * keep + added
     return hook
 
