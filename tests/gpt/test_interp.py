@@ -5,14 +5,23 @@ head in layer 0 and an induction head in layer 1 that reads it. The analyses mus
 that circuit (high induction score, loss drop on the repeat, ablation hurts that head).
 """
 import functools
+import json
+import os
+import sys
 
 import numpy as np
 import pytest
 
 import nanograd as ng
-from gpt import interp
+from gpt import inspect, interp
+from gpt.checkpoint import save_checkpoint
+from gpt.data import prepare
 from gpt.model import GPT, GPTConfig
+from gpt.tokenizer import CharTokenizer
 from nanograd.attention import attention_pattern
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import train  # noqa: E402
 
 TINY = dict(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8)
 
@@ -186,9 +195,6 @@ def test_text_views():
 @pytest.fixture
 def run_dir(tmp_path):
     """A run directory as train.py leaves it: a tiny char model's checkpoint, token files, metrics."""
-    from gpt.checkpoint import save_checkpoint
-    from gpt.data import prepare
-    from gpt.tokenizer import CharTokenizer
     text = "to be, or not to be, that is the question. " * 40
     tokenizer = CharTokenizer.train(text)
     prepare(text, tokenizer, str(tmp_path))
@@ -202,7 +208,6 @@ def run_dir(tmp_path):
 
 
 def test_inspect_commands_print_their_views(run_dir, capsys):
-    from gpt import inspect
     out = f"--out_dir={run_dir}"
     inspect.main(["attention", out, "--prompt=to be, or not"])
     assert "layer 1:" in capsys.readouterr().out
@@ -220,7 +225,23 @@ def test_inspect_commands_print_their_views(run_dir, capsys):
 
 def test_inspect_pngs(run_dir, tmp_path):
     pytest.importorskip("matplotlib")
-    from gpt import inspect
     inspect.main(["plot-metrics", f"--out_dir={run_dir}"])
     inspect.main(["induction", f"--out_dir={run_dir}", "--batch_size=2", f"--image={tmp_path / 'ind.png'}"])
     assert (tmp_path / "emergence.png").stat().st_size > 0 and (tmp_path / "ind.png").stat().st_size > 0
+
+
+def test_track_emergence_logs_scores_and_leaves_training_unchanged(tmp_path):
+    text = tmp_path / "input.txt"
+    text.write_text("to be, or not to be, that is the question. " * 60, encoding="utf-8")
+    common = [f"--data_file={text}", "--n_layer=2", "--n_head=2", "--n_embd=16", "--block_size=16",
+              "--batch_size=4", "--eval_iters=2", "--eval_interval=3", "--log_interval=1", "--max_iters=6",
+              "--dropout=0.1"]
+    rows = {}
+    for track in ("false", "true"):
+        out = tmp_path / track
+        train.main(common + [f"--out_dir={out}", f"--track_emergence={track}"])
+        rows[track] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows["true"] if "val_loss" in r]
+    assert len(evals) == 3 and all(0 <= r["induction_score"] <= 1 and len(r["induction_scores"]) == 2 for r in evals)
+    losses = lambda rs: [r.get("loss", r.get("val_loss")) for r in rs]
+    assert losses(rows["true"]) == losses(rows["false"])
