@@ -13,6 +13,10 @@ so a model converted from GPT-2 decodes exactly as transformers does (tests/gpt/
 Several samples are rows of one batch; an eos token finishes its row, which is then padded
 with eos, and generation stops early once every row has finished.
 
+Beam search (num_beams > 1, see beam_search) is Hugging Face's `do_sample=False` beam search,
+token for token: it keeps the num_beams best partial sequences by summed log-probability
+and returns the best finished ones (tests/gpt/test_beam.py).
+
 Context window. The model sees at most block_size tokens; a longer prompt is cropped from
 the left. A KV cache makes each new token cost one position of attention. Once the
 window is full it slides, as in nanoGPT: every later token is predicted from the newest
@@ -21,9 +25,12 @@ that window by one forward pass (so past block_size each token costs a full forw
 `use_cache=False` re-runs the whole window every step with the same rule, which is the
 reference the cache is tested against.
 
-Left out: beam search, prompts of different lengths in one batch (padding and attention
-masks), min_length and other stopping rules.
+Left out: sampling inside beam search (HF's beam sampling), diverse and constrained beam
+search, prompts of different lengths in one batch (padding and attention masks),
+min_length and other stopping rules.
 """
+import contextlib
+
 import numpy as np
 
 import nanograd as ng
@@ -32,17 +39,23 @@ from nanograd.functional import softmax_array
 
 
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-             no_repeat_ngram_size=0, eos_token_id=None, seed=None, stream=None, use_cache=True):
+             no_repeat_ngram_size=0, eos_token_id=None, seed=None, stream=None, use_cache=True, num_beams=1,
+             length_penalty=1.0, early_stopping=False, num_return_sequences=1):
     """Continue each row of idx (B, T) by up to max_new_tokens tokens; return int64 (B, T + new).
 
     temperature: 0 means greedy; top_k, top_p: None for off. seed: an int gives a private
     generator (same seed, same text); None draws from nanograd's global generator.
     stream: called with each new token column (B,) as it is chosen. use_cache: False for
     the uncached reference. The model runs in eval mode (no dropout) and under no_grad.
+    num_beams > 1: beam_search with length_penalty, early_stopping, num_return_sequences
+    (deterministic, as HF's do_sample=False: temperature, top_k, top_p, seed are not used).
     """
     idx = np.asarray(idx)
     _check_options(idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size,
-                   eos_token_id, model.config.vocab_size)
+                   eos_token_id, model.config.vocab_size, num_beams, early_stopping, num_return_sequences, stream)
+    if num_beams > 1:
+        return beam_search(model, idx, max_new_tokens, num_beams, length_penalty, early_stopping,
+                           num_return_sequences, repetition_penalty, no_repeat_ngram_size, eos_token_id, use_cache)
     B, T = idx.shape
     seq = np.empty((B, T + max_new_tokens), dtype=np.int64)  # prompt, then the new tokens
     seq[:, :T] = idx
@@ -50,32 +63,129 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     rng = np.random.default_rng(seed) if seed is not None else backend.rng()
     window = ContextWindow(model, B, T, use_cache)
     finished = np.zeros(B, dtype=bool)
+    with inference_mode(model):
+        for _ in range(max_new_tokens):
+            ids = seq[:, :length]  # (B, L) everything so far
+            logits = window.next_logits(ids)  # (B, V)
+            logits = penalize_repetition(logits, ids, repetition_penalty)
+            logits = ban_repeated_ngrams(logits, ids, no_repeat_ngram_size)
+            if temperature == 0:
+                token = logits.argmax(axis=-1)  # (B,)
+            else:
+                logits = top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)
+                token = sample(logits, rng)  # (B,)
+            if eos_token_id is not None:
+                token[finished] = eos_token_id  # finished rows are padded with eos
+                finished |= token == eos_token_id
+            seq[:, length] = token
+            length += 1
+            if stream is not None:
+                stream(token)
+            if finished.all():
+                break
+    return seq[:, :length]
+
+
+def beam_search(model, idx, max_new_tokens, num_beams, length_penalty=1.0, early_stopping=False,
+                num_return_sequences=1, repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=None,
+                use_cache=True):
+    """The num_return_sequences best of num_beams hypotheses for each row of idx (B, T), as HF's beam search.
+
+    Returns int64 (B * num_return_sequences, T + n), the best first within each prompt, n the
+    longest returned continuation (shorter ones padded with eos). Each step extends every
+    running beam by every token, scoring the sum of log-probabilities (after the logits
+    processors); the best 2 * num_beams candidates are kept: those among the first num_beams
+    that end (eos, or max_new_tokens reached) join the finished hypotheses with score
+    sum / n ** length_penalty (n: new tokens, eos included), the best num_beams that do not end
+    run on. A row stops taking finished hypotheses once early_stopping=True and it holds
+    num_beams of them, or once its best running beam cannot beat its worst finished one:
+    estimated at the current length, or, for early_stopping="never" with length_penalty > 0,
+    at max_new_tokens. The search ends when no row can improve.
+    """
+    idx = np.asarray(idx)
+    (B, T), K, V = idx.shape, num_beams, model.config.vocab_size
+    seqs = np.repeat(idx[:, None, :], K, axis=1).astype(np.int64)  # (B, K, L) the running beams
+    scores = np.zeros((B, K), np.float32)  # (B, K) their summed log-probabilities
+    scores[:, 1:] = -1e9  # every beam holds the prompt: expand only the first at step one
+    finished = FinishedHypotheses(idx, K, max_new_tokens, 0 if eos_token_id is None else eos_token_id)
+    improvable = np.ones(B, dtype=bool)  # rows whose finished set can still change
+    window = ContextWindow(model, B * K, T, use_cache)
+    with inference_mode(model):
+        for step in range(max_new_tokens):
+            ids = seqs.reshape(B * K, T + step)
+            logprobs = log_softmax(window.next_logits(ids))  # (B*K, V)
+            logprobs = ban_repeated_ngrams(penalize_repetition(logprobs, ids, repetition_penalty), ids,
+                                           no_repeat_ngram_size)
+            total = (logprobs.reshape(B, K, V) + scores[:, :, None]).reshape(B, K * V)
+            top = np.argsort(-total, axis=1, kind="stable")[:, :2 * K]  # (B, 2K) best candidates
+            top_scores = np.take_along_axis(total, top, axis=1)
+            beam, token = np.divmod(top, V)  # (B, 2K) each: the beam extended and its new token
+            candidates = np.concatenate([np.take_along_axis(seqs, beam[:, :, None], axis=1), token[:, :, None]], 2)
+            ends = (token == eos_token_id) | (step + 1 == max_new_tokens)  # (B, 2K)
+            joins = ends & (np.arange(2 * K) < K) & improvable[:, None]
+            if early_stopping is True:
+                joins &= ~finished.full()[:, None]
+            finished.add(candidates, top_scores / np.float32((step + 1) ** length_penalty), joins)
+            running = np.argsort(ends, axis=1, kind="stable")[:, :K]  # (B, K) the best that do not end
+            seqs = np.take_along_axis(candidates, running[:, :, None], axis=1)
+            scores = np.take_along_axis(top_scores, running, axis=1)
+            window.reorder((np.take_along_axis(beam, running, axis=1) + K * np.arange(B)[:, None]).reshape(-1))
+            best_length = max_new_tokens if early_stopping == "never" and length_penalty > 0 else step + 1
+            improvable &= ~finished.full() | (scores[:, 0] / np.float32(best_length ** length_penalty)
+                                              > finished.scores.min(axis=1))
+            if not improvable.any() or (early_stopping is True and finished.full().all()):
+                break
+    return finished.best(num_return_sequences)
+
+
+class FinishedHypotheses:
+    """The num_beams best finished hypotheses of each prompt, best first, as fixed-size arrays.
+
+    seqs (B, K, T + max_new_tokens) padded with `pad`, scores (B, K) (-inf: an empty slot),
+    lengths (B, K) new tokens of each.
+    """
+
+    def __init__(self, idx, num_beams, max_new_tokens, pad):
+        (B, T), K = idx.shape, num_beams
+        self.prompt_length = T
+        self.seqs = np.full((B, K, T + max_new_tokens), pad, dtype=np.int64)
+        self.seqs[:, :, :T] = idx[:, None, :]
+        self.scores = np.full((B, K), -np.inf, np.float32)
+        self.lengths = np.zeros((B, K), dtype=np.int64)
+        self.pad = pad
+
+    def full(self):
+        """(B,) True where all num_beams slots hold a finished hypothesis."""
+        return np.isfinite(self.scores).all(axis=1)
+
+    def add(self, candidates, scores, joins):
+        """Merge candidates (B, C, L) with scores (B, C) where joins (B, C); keep the best num_beams."""
+        B, C, L = candidates.shape
+        padded = np.full((B, C, self.seqs.shape[2]), self.pad, dtype=np.int64)
+        padded[:, :, :L] = candidates
+        all_scores = np.concatenate([self.scores, np.where(joins, scores, -np.inf)], axis=1)
+        best = np.argsort(-all_scores, axis=1, kind="stable")[:, :self.scores.shape[1]]  # (B, K)
+        self.seqs = np.take_along_axis(np.concatenate([self.seqs, padded], 1), best[:, :, None], axis=1)
+        self.scores = np.take_along_axis(all_scores, best, axis=1)
+        lengths = np.concatenate([self.lengths, np.full((B, C), L - self.prompt_length)], axis=1)
+        self.lengths = np.take_along_axis(lengths, best, axis=1)
+
+    def best(self, n):
+        """The n best of each prompt, (B * n, T + longest), best first."""
+        end = self.prompt_length + self.lengths[:, :n].max()
+        return self.seqs[:, :n, :end].reshape(-1, end)
+
+
+@contextlib.contextmanager
+def inference_mode(model):
+    """Eval mode (no dropout) and no_grad inside; the model's training flag is restored after."""
     was_training = model.training
     model.eval()
     try:
         with ng.no_grad():
-            for _ in range(max_new_tokens):
-                ids = seq[:, :length]  # (B, L) everything so far
-                logits = window.next_logits(ids)  # (B, V)
-                logits = penalize_repetition(logits, ids, repetition_penalty)
-                logits = ban_repeated_ngrams(logits, ids, no_repeat_ngram_size)
-                if temperature == 0:
-                    token = logits.argmax(axis=-1)  # (B,)
-                else:
-                    logits = top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)
-                    token = sample(logits, rng)  # (B,)
-                if eos_token_id is not None:
-                    token[finished] = eos_token_id  # finished rows are padded with eos
-                    finished |= token == eos_token_id
-                seq[:, length] = token
-                length += 1
-                if stream is not None:
-                    stream(token)
-                if finished.all():
-                    break
+            yield
     finally:
         model.train(was_training)
-    return seq[:, :length]
 
 
 class ContextWindow:
@@ -101,6 +211,13 @@ class ContextWindow:
         fed = self.start + (self.cache.length if self.cache is not None else 0)  # first token not in the cache
         h = self.model.hidden_states(ids[:, fed:], self.cache)  # (B, L - fed, C)
         return self.model.lm_head(h[:, -1]).numpy()  # (B, V), the last position only
+
+    def reorder(self, rows):
+        """Let row i hold what row rows[i] held (beam search moves hypotheses between rows)."""
+        if self.cache is not None:
+            n = self.cache.length
+            for kv in (self.cache.k, self.cache.v):  # (n_layer, B, H, block_size, D)
+                kv[:, :, :, :n] = kv[:, rows, :, :n]
 
 
 # ---- logits processors: (B, V) logits in, new (B, V) logits out, as Hugging Face's ------------
@@ -132,6 +249,12 @@ def ban_repeated_ngrams(logits, ids, n):
     out = logits.copy()
     out[rows, windows[rows, cols, -1]] = -np.inf
     return out
+
+
+def log_softmax(logits):
+    """log softmax(logits) over the last axis, in the logits' dtype (beam search scores with it)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def apply_temperature(logits, temperature):
@@ -173,7 +296,7 @@ def sample(logits, rng):
 
 
 def _check_options(idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size,
-                   eos_token_id, vocab_size):
+                   eos_token_id, vocab_size, num_beams, early_stopping, num_return_sequences, stream):
     """Raise a one-line ValueError for the first bad argument."""
     if idx.ndim != 2 or idx.shape[1] == 0 or idx.dtype.kind not in "iu":
         raise ValueError(f"generate: idx must be a non-empty integer array (B, T), got {idx.dtype} {idx.shape}")
@@ -188,6 +311,11 @@ def _check_options(idx, max_new_tokens, temperature, top_k, top_p, repetition_pe
         (no_repeat_ngram_size >= 0, f"no_repeat_ngram_size={no_repeat_ngram_size} must be >= 0 (0 means off)"),
         (eos_token_id is None or 0 <= eos_token_id < vocab_size,
          f"eos_token_id={eos_token_id} must be a token id in [0, {vocab_size})"),
+        (num_beams >= 1, f"num_beams={num_beams} must be >= 1 (1 means no beam search)"),
+        (1 <= num_return_sequences <= num_beams,
+         f"num_return_sequences={num_return_sequences} must be between 1 and num_beams={num_beams}"),
+        (early_stopping in (True, False, "never"), f"early_stopping={early_stopping!r} must be True, False or 'never'"),
+        (num_beams == 1 or stream is None, "beam search cannot stream: its best sequence is known only at the end"),
     ]
     for ok, message in checks:
         if not ok:
