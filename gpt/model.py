@@ -319,13 +319,10 @@ class GPT(nn.Module):
         w = self.transformer.wte.weight
         return KVCache(self.config, batch_size, w.dtype, backend.get_array_module(w.data))
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-                 no_repeat_ngram_size=0, eos_token_id=None, seed=None, stream=None, use_cache=True):
-        """Continue each row of idx (B, T) by max_new_tokens tokens; see generate.generate."""
+    def generate(self, idx, max_new_tokens, **options):
+        """Continue each row of idx (B, T) by max_new_tokens tokens; generate.generate lists the options."""
         from .generate import generate
-        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                        eos_token_id=eos_token_id, seed=seed, stream=stream, use_cache=use_cache)
+        return generate(self, idx, max_new_tokens, **options)
 
     def num_params(self, non_embedding=True):
         """Number of parameters; by default without the position embeddings, as nanoGPT.
