@@ -1,21 +1,23 @@
-"""Generate text from a trained checkpoint, streaming it as the tokens arrive.
+"""Generate text from a trained checkpoint or a GPT-2 directory, streaming it as the tokens arrive.
 
     python sample.py --out_dir=out --start="ROMEO:" --max_new_tokens=300
     python sample.py --start=FILE:prompt.txt --temperature=0 --no_repeat_ngram_size=2
+    python sample.py --init_from=gpt2-dir --start="The quick brown fox" --num_beams=4 --num_return_sequences=2
 
 Options mean what they mean in Hugging Face `generate` (see gpt/generate.py); several
-samples are drawn as one batch. Same --seed, same text.
+samples are drawn as one batch. Same --seed, same text. Generation stops at the
+tokenizer's <|endoftext|>, as transformers' does. Beam search prints its sequences at the end.
 
-Left out: beam search, interactive chat.
+Left out: interactive chat.
 """
 import dataclasses
 import sys
 
 import numpy as np
 
-from gpt.checkpoint import load_model
 from gpt.cli import run_main
 from gpt.config import option, parse
+from gpt.hf import load_pretrained
 
 SEPARATOR = "\n---------------\n"
 
@@ -23,6 +25,7 @@ SEPARATOR = "\n---------------\n"
 @dataclasses.dataclass
 class SampleConfig:
     out_dir: str = option("out", "run directory holding ckpt.safetensors")
+    init_from: str = option("resume", "'resume' (the checkpoint in out_dir), a checkpoint, or a GPT-2 directory")
     start: str = option("\n", "prompt text, or FILE:path to read it from a file")
     num_samples: int = option(1, "samples to draw (as one batch)")
     max_new_tokens: int = option(500, "tokens to generate per sample")
@@ -31,6 +34,10 @@ class SampleConfig:
     top_p: float = option(1.0, "nucleus sampling: smallest set with this total probability (1: off)")
     repetition_penalty: float = option(1.0, "penalise tokens already present (1: off)")
     no_repeat_ngram_size: int = option(0, "never repeat an n-gram of this size (0: off)")
+    num_beams: int = option(1, "beam search with this many beams (1: off); deterministic, ignores sampling")
+    length_penalty: float = option(1.0, "beam score = sum of log-probs / new tokens ** length_penalty")
+    early_stopping: str = option("false", "beam search: 'true', 'false' or 'never', as Hugging Face")
+    num_return_sequences: int = option(1, "beam search: how many of the best beams to print")
     seed: int = option(1337, "random seed: the same seed gives the same text")
     device: str = option("cpu", "'cpu' or 'cuda'")
 
@@ -63,17 +70,24 @@ class Streamer:
 
 def main(argv):
     cfg = parse(SampleConfig, argv, "sample.py")
-    model, tokenizer, _ = load_model(cfg.out_dir, cfg.device)
+    model, tokenizer = load_pretrained(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from, cfg.device)
+    if cfg.num_beams > 1 and cfg.num_samples > 1:
+        raise ValueError("--num_samples draws samples; with --num_beams use --num_return_sequences")
+    early_stopping = {"true": True, "false": False, "never": "never"}.get(cfg.early_stopping.lower())
+    if early_stopping is None:
+        raise ValueError(f"--early_stopping={cfg.early_stopping}: use true, false or never")
     prompt = read_prompt(cfg.start)
     ids = np.array([tokenizer.encode(prompt)] * cfg.num_samples, dtype=np.int64)
     if ids.shape[1] == 0:
         raise ValueError("the prompt encodes to no tokens: give --start some text")
-    stream = Streamer(tokenizer) if cfg.num_samples == 1 else None
+    stream = Streamer(tokenizer) if cfg.num_samples == 1 and cfg.num_beams == 1 else None
     if stream:
         sys.stdout.write(prompt)
     out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None,
                          top_p=cfg.top_p if cfg.top_p < 1 else None, repetition_penalty=cfg.repetition_penalty,
-                         no_repeat_ngram_size=cfg.no_repeat_ngram_size, seed=cfg.seed, stream=stream)
+                         no_repeat_ngram_size=cfg.no_repeat_ngram_size, seed=cfg.seed, stream=stream,
+                         eos_token_id=tokenizer.eot_token, num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
+                         early_stopping=early_stopping, num_return_sequences=cfg.num_return_sequences)
     if stream:
         print()
     else:

@@ -1,22 +1,60 @@
-"""Hugging Face GPT-2 interop: convert weights between HF's names and layout and ours.
+"""Hugging Face GPT-2 interop: weight mapping, and whole model directories in and out.
 
-Our parameter names are GPT-2's (`transformer.h.0.attn.c_attn.weight`, ...), so the
+    model, tokenizer = gpt.hf.load("gpt2-dir")          # a GPT-2 directory, NumPy only
+    gpt.hf.save(model, tokenizer, "export-dir")          # loadable by transformers' from_pretrained
+    model, tokenizer = gpt.hf.load_pretrained(path)      # a GPT-2 directory or one of our checkpoints
+
+A GPT-2 directory holds
+  config.json        GPT2Config: model_type "gpt2", n_layer, n_head, n_embd, n_positions, vocab_size
+  model.safetensors  the weights (read by gpt/safetensors.py: bounded header, never pickle)
+  the tokenizer      vocab.json + merges.txt (as the published gpt2, distilgpt2, gpt2-medium carry),
+                     or tokenizer.json alone (as transformers 5 writes): its model.vocab and model.merges
+and `save` writes config.json, model.safetensors, vocab.json, merges.txt and the small
+tokenizer_config.json that lets AutoTokenizer pick GPT-2's tokenizer class.
+
+Weights. Our parameter names are GPT-2's (`transformer.h.0.attn.c_attn.weight`, ...), so the
 conversion is small: HF's GPT-2 stores its four matmul weights as Conv1D, (in, out), where
 our Linear is (out, in), so those are transposed; `lm_head.weight` is dropped because it is
 tied to `transformer.wte.weight`; the attention-mask buffers older checkpoints save
 (`attn.bias`, `attn.masked_bias`) are dropped. GPT2Model saves names without the
 `transformer.` prefix and GPT2LMHeadModel with it; both are accepted.
 
-Still to come (a later issue): loading a whole HF model directory (config.json plus
-model.safetensors) into a GPT, and writing one.
+Bad input (a missing file, another architecture, a tensor of the wrong name, shape or dtype,
+a corrupt safetensors header) raises a one-line HFError (or SafetensorsError, TokenizerError)
+naming the file and the key or tensor. Everything is read and checked before a model is
+built, and the model's load_state_dict is all-or-nothing, so nothing half-loaded is returned.
+
+Left out: sharded checkpoints (model.safetensors.index.json), pytorch_model.bin (pickle),
+untied output layers, GPT-2 variants with other attention scalings; our single `dropout`
+takes GPT-2's resid_pdrop (there is no attention dropout here).
 """
+import json
+import os
+
 import numpy as np
+
+from nanograd import backend
+
+from .checkpoint import load_checkpoint
+from .model import GPT, GPTConfig
+from .safetensors import load_file, save_file
+from .tokenizer import PATTERNS, BPETokenizer, TokenizerError
+from .tokenizer.gpt2 import parse_merge, parse_vocab
 
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 HF_DROPPED = ("lm_head.weight", ".attn.bias", ".attn.masked_bias")  # tied output layer, mask buffers
 PREFIX = "transformer."
+CONFIG, WEIGHTS, TOKENIZER_CONFIG = "config.json", "model.safetensors", "tokenizer_config.json"
+VOCAB, MERGES, TOKENIZER_JSON = "vocab.json", "merges.txt", "tokenizer.json"
+TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # GPT-2's GELU, the tanh approximation ours computes
+EOT = "<|endoftext|>"
 
 
+class HFError(ValueError):
+    """A directory that is not a GPT-2 checkpoint we can read, or a model we cannot export."""
+
+
+# ---- weight mapping -----------------------------------------------------------------------
 def state_dict_from_hf(tensors):
     """{our name: array} from HF GPT-2 tensors {name: array}; Conv1D weights transposed to (out, in)."""
     state = {}
@@ -36,3 +74,167 @@ def state_dict_to_hf(state):
 def _transposed(name, array):
     """A contiguous transpose for the Conv1D weights (safetensors needs contiguous data), else the array."""
     return np.ascontiguousarray(array.T) if name.endswith(HF_TRANSPOSED) else array
+
+
+# ---- loading ------------------------------------------------------------------------------
+def load(directory, device="cpu"):
+    """(GPT in eval mode on `device`, BPETokenizer) from a Hugging Face GPT-2 directory."""
+    config, state, tokenizer = read(directory)
+    return build(config, state, directory).to(device).eval(), tokenizer
+
+
+def read(directory):
+    """(GPTConfig, {our name: float array}, BPETokenizer) from a GPT-2 directory, each file checked."""
+    if not os.path.isdir(directory):
+        raise HFError(f"{directory}: not a directory (expected a GPT-2 directory with {CONFIG} and {WEIGHTS})")
+    config = read_config(os.path.join(directory, CONFIG))
+    tokenizer = read_tokenizer(directory)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise HFError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but {CONFIG} says "
+                      f"vocab_size={config.vocab_size}")
+    return config, read_weights(os.path.join(directory, WEIGHTS)), tokenizer
+
+
+def build(config, state, source):
+    """A GPT(config) holding `state`; HFError naming `source` and the tensor if the state does not fit."""
+    model = GPT(config)
+    try:
+        model.load_state_dict(state)  # checks every name and shape before changing anything
+    except (KeyError, ValueError) as e:
+        raise HFError(f"{source}: {e.args[0]}") from None
+    return model
+
+
+def read_config(path):
+    """GPTConfig from a GPT-2 config.json; HFError naming the key for anything GPT-2 ours cannot run."""
+    d = _read_json(path)
+    if d.get("model_type") != "gpt2":
+        raise HFError(f"{path}: model_type {d.get('model_type')!r} is not 'gpt2'; only GPT-2 checkpoints load")
+    expected = {"activation_function": TANH_GELUS, "layer_norm_epsilon": (1e-5,), "scale_attn_weights": (True,),
+                "scale_attn_by_inverse_layer_idx": (False,), "add_cross_attention": (False,),
+                "tie_word_embeddings": (True,), "n_inner": (None, 4 * d.get("n_embd", 0))}
+    for key, allowed in expected.items():
+        if d.get(key, allowed[0]) not in allowed:
+            raise HFError(f"{path}: {key}={d[key]!r} is not supported (expected {' or '.join(map(repr, allowed))})")
+    sizes = {"block_size": "n_positions", "vocab_size": "vocab_size", "n_layer": "n_layer", "n_head": "n_head",
+             "n_embd": "n_embd"}
+    for key in sizes.values():
+        if not isinstance(d.get(key), int) or isinstance(d.get(key), bool):
+            raise HFError(f"{path}: {key} is {d.get(key)!r}, expected an integer")
+    try:
+        return GPTConfig(**{ours: d[theirs] for ours, theirs in sizes.items()}, dropout=d.get("resid_pdrop", 0.0))
+    except ValueError as e:
+        raise HFError(f"{path}: {e}") from None
+
+
+def read_weights(path):
+    """{our name: float array} from model.safetensors: names mapped, Conv1D weights transposed."""
+    if not os.path.exists(path):
+        raise HFError(f"{path} is missing (pytorch_model.bin is pickle, which this loader does not read; "
+                      "convert it to safetensors first)")
+    tensors = load_file(path)
+    for name, array in tensors.items():
+        if name.endswith(HF_DROPPED):
+            continue
+        if array.dtype.kind != "f":
+            raise HFError(f"{path}: tensor {name!r} has dtype {array.dtype}, expected floating point")
+    if "lm_head.weight" in tensors:
+        wte = tensors.get("transformer.wte.weight", tensors.get("wte.weight"))
+        if wte is None or not np.array_equal(tensors["lm_head.weight"], wte):
+            raise HFError(f"{path}: tensor 'lm_head.weight' differs from the token embedding; "
+                          "untied output layers are not supported")
+    return state_dict_from_hf(tensors)
+
+
+def read_tokenizer(directory):
+    """BPETokenizer from vocab.json + merges.txt, else from tokenizer.json's model.vocab and model.merges."""
+    vocab, merges, tokenizer_json = (os.path.join(directory, f) for f in (VOCAB, MERGES, TOKENIZER_JSON))
+    try:
+        if os.path.exists(vocab) or os.path.exists(merges):
+            for path in (vocab, merges):
+                if not os.path.exists(path):
+                    raise HFError(f"{path} is missing ({VOCAB} and {MERGES} go together)")
+            return BPETokenizer.from_gpt2(vocab, merges)
+        if os.path.exists(tokenizer_json):
+            return _tokenizer_from_json(tokenizer_json)
+    except TokenizerError as e:
+        raise HFError(f"{directory}: tokenizer: {e}") from None
+    raise HFError(f"{directory}: no tokenizer (expected {VOCAB} + {MERGES}, or {TOKENIZER_JSON})")
+
+
+def _tokenizer_from_json(path):
+    """BPETokenizer from a Hugging Face tokenizer.json holding a byte-level BPE model."""
+    d = _read_json(path)
+    model = d.get("model")
+    if not isinstance(model, dict) or model.get("type") != "BPE" or (d.get("pre_tokenizer") or {}).get("type") \
+            != "ByteLevel":
+        raise HFError(f"{path}: not a byte-level BPE tokenizer (model.type must be 'BPE', pre_tokenizer 'ByteLevel')")
+    vocab = dict(model.get("vocab") or {})
+    added = d.get("added_tokens") or []
+    specials = {t["content"]: vocab.pop(t["content"], t["id"]) for t in added if t.get("special")}
+    merges = [parse_merge(" ".join(m) if isinstance(m, list) else m, f"{path}, merge {r}")
+              for r, m in enumerate(model.get("merges") or [])]
+    return BPETokenizer(parse_vocab(vocab, f"{path}, model.vocab"), merges, specials)
+
+
+def _read_json(path):
+    """The JSON object in `path`; HFError if it is missing or not a JSON object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except FileNotFoundError:
+        raise HFError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HFError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise HFError(f"{path}: expected a JSON object, got {type(d).__name__}")
+    return d
+
+
+# ---- either kind --------------------------------------------------------------------------
+def is_hf_dir(path):
+    """True for a directory holding config.json (our run directories hold ckpt.safetensors instead)."""
+    return os.path.isfile(os.path.join(path, CONFIG))
+
+
+def read_pretrained(path):
+    """(GPTConfig, state dict, tokenizer) from a GPT-2 directory or one of our checkpoints (file or run dir)."""
+    if is_hf_dir(path):
+        return read(path)
+    ckpt = load_checkpoint(path)
+    return ckpt.model_config, ckpt.model_state, ckpt.tokenizer
+
+
+def load_pretrained(path, device="cpu"):
+    """(GPT in eval mode on `device`, tokenizer) from a GPT-2 directory or one of our checkpoints."""
+    config, state, tokenizer = read_pretrained(path)
+    return build(config, state, path).to(device).eval(), tokenizer
+
+
+# ---- saving -------------------------------------------------------------------------------
+def save(model, tokenizer, directory):
+    """Write `model` and its byte-level BPE `tokenizer` as a GPT-2 directory transformers can load."""
+    c = model.config
+    if not isinstance(tokenizer, BPETokenizer) or tokenizer.pattern != PATTERNS["gpt2"]:
+        raise HFError(f"cannot export a {type(tokenizer).__name__} as GPT-2's tokenizer: it needs a byte-level "
+                      "BPE with GPT-2's pattern (train with tokenizer='bpe' or 'gpt2')")
+    if not c.bias:
+        raise HFError("cannot export a model with bias=False: GPT-2 always has biases")
+    if tokenizer.vocab_size > c.vocab_size:
+        raise HFError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's {c.vocab_size}")
+    os.makedirs(directory, exist_ok=True)
+    tokenizer.save_gpt2(directory)
+    eot = tokenizer.eot_token
+    config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
+              "n_positions": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head,
+              "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+              "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": 0.0,
+              "initializer_range": 0.02, "tie_word_embeddings": True, "bos_token_id": eot, "eos_token_id": eot}
+    specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT} if eot is not None else {}
+    tokenizer_config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": c.block_size,
+                        "add_prefix_space": False, **specials}
+    for name, content in ((CONFIG, config), (TOKENIZER_CONFIG, tokenizer_config)):
+        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=2)
+    state = {k: backend.to_device(v, "cpu") for k, v in model.state_dict().items()}
+    save_file(state_dict_to_hf(state), os.path.join(directory, WEIGHTS), metadata={"format": "pt"})
