@@ -1,8 +1,14 @@
-"""Train a GPT: pre-train from scratch on Shakespeare (the default) or any text, or resume.
+"""Train a GPT: pre-train from scratch on Shakespeare (the default) or any text, resume, or fine-tune.
 
     python train.py                                   # configs/shakespeare_char_cpu.toml
     python train.py configs/shakespeare_char.toml --device=cuda
     python train.py --init_from=resume --out_dir=out-shakespeare-char-cpu
+    python train.py configs/finetune_tldr.toml        # fine-tune a checkpoint on prompt/completion pairs
+
+Fine-tuning (--init_from=a checkpoint or GPT-2 directory) starts from the loaded weights and
+tokenizer with a fresh optimizer; the text is encoded with that tokenizer, or --sft_file
+gives JSONL prompt/completion pairs trained on the completions only (gpt/sft.py). A
+block_size below the model's crops its context; dropout is the config's.
 
 The loop is nanoGPT's: cosine learning rate with warmup, gradient accumulation and
 clipping, evaluation of train and val loss every `eval_interval` iterations, and a
@@ -28,8 +34,10 @@ from gpt import data as gdata
 from gpt.checkpoint import FILENAME, load_checkpoint, save_checkpoint
 from gpt.cli import run_main
 from gpt.config import option, parse
+from gpt.hf import build, read_pretrained
 from gpt.interp import emergence_metrics
 from gpt.model import GPT, GPTConfig
+from gpt.sft import SFTDataset
 from gpt.tokenizer import BPETokenizer, CharTokenizer
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "shakespeare_char_cpu.toml")
@@ -39,7 +47,8 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confi
 class TrainConfig:
     # I/O
     out_dir: str = option("out", "directory for ckpt.safetensors, metrics.jsonl and the token files")
-    init_from: str = option("scratch", "'scratch', or 'resume' (continue the checkpoint in out_dir)")
+    init_from: str = option("scratch", "'scratch', 'resume' (continue the checkpoint in out_dir), or a "
+                                       "checkpoint or GPT-2 directory to fine-tune")
     eval_interval: int = option(250, "evaluate train/val loss every this many iterations")
     eval_iters: int = option(20, "batches per split in each evaluation")
     log_interval: int = option(10, "print a log line every this many iterations")
@@ -52,6 +61,7 @@ class TrainConfig:
     tokenizer: str = option("char", "'char', 'bpe' (trained on the train split) or 'gpt2' (needs gpt2_dir)")
     bpe_vocab_size: int = option(1024, "vocabulary size when tokenizer='bpe'")
     gpt2_dir: str = option("", "directory with GPT-2's vocab.json and merges.txt (tokenizer='gpt2')")
+    sft_file: str = option("", "JSONL {\"prompt\", \"completion\"} lines: fine-tune on completions only")
     # model
     n_layer: int = option(4, "transformer blocks")
     n_head: int = option(4, "attention heads per block")
@@ -99,40 +109,54 @@ class Trainer:
         if cfg.init_from == "resume":
             ckpt = load_checkpoint(self.ckpt_path)
             self.tokenizer = ckpt.tokenizer
-            self.data = gdata.TokenDataset(cfg.out_dir)
-            self._build(ckpt.model_config)
+            self.data = SFTDataset(cfg.sft_file, self.tokenizer) if cfg.sft_file else gdata.TokenDataset(cfg.out_dir)
+            self._build(GPT(ckpt.model_config))
             self.model.load_state_dict(ckpt.model_state)
             self.optimizer.load_state_dict(ckpt.optimizer_state)
             self._restore(ckpt.train_state)
         elif cfg.init_from == "scratch":
+            if cfg.sft_file:
+                raise ValueError("--sft_file fine-tunes a trained model: set --init_from to a checkpoint "
+                                 "or GPT-2 directory")
             self.tokenizer, self.data = self._prepare_data()
-            self._build(GPTConfig(block_size=cfg.block_size, vocab_size=self.tokenizer.vocab_size,
-                                  n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                                  dropout=cfg.dropout, bias=cfg.bias))
-        else:
-            raise ValueError(f"--init_from={cfg.init_from!r}: use 'scratch' or 'resume'")
+            self._build(GPT(GPTConfig(block_size=cfg.block_size, vocab_size=self.tokenizer.vocab_size,
+                                      n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                                      dropout=cfg.dropout, bias=cfg.bias)))
+        else:  # fine-tune a checkpoint or GPT-2 directory
+            config, state, self.tokenizer = read_pretrained(cfg.init_from)
+            model = build(dataclasses.replace(config, dropout=cfg.dropout), state, cfg.init_from)
+            if cfg.block_size < config.block_size:
+                model.crop_block_size(cfg.block_size)
+            self.data = SFTDataset(cfg.sft_file, self.tokenizer) if cfg.sft_file else \
+                self._prepare_data(self.tokenizer)[1]
+            self._build(model)
         for split in ("train", "val"):
             self.data.check_length(split, self.model.config.block_size)
 
-    def _prepare_data(self):
+    def _prepare_data(self, tok=None):
+        """(tokenizer, TokenDataset): the text encoded into out_dir by `tok`, or by a new cfg.tokenizer."""
         cfg = self.cfg
         text = gdata.load_text(cfg.dataset, cfg.data_file or None)
-        train_text = text[: int(len(text) * 0.9)]
-        if cfg.tokenizer == "char":
-            tok = CharTokenizer.train(text)
-        elif cfg.tokenizer == "bpe":
-            tok = BPETokenizer.train(train_text, cfg.bpe_vocab_size)
-        elif cfg.tokenizer == "gpt2":
-            tok = BPETokenizer.from_gpt2(os.path.join(cfg.gpt2_dir, "vocab.json"),
-                                         os.path.join(cfg.gpt2_dir, "merges.txt"))
-        else:
-            raise ValueError(f"--tokenizer={cfg.tokenizer!r}: use 'char', 'bpe' or 'gpt2'")
+        tok = self._new_tokenizer(text) if tok is None else tok
         gdata.prepare(text, tok, cfg.out_dir, source=cfg.data_file or cfg.dataset)
         return tok, gdata.TokenDataset(cfg.out_dir)
 
-    def _build(self, model_config):
+    def _new_tokenizer(self, text):
         cfg = self.cfg
-        self.model = GPT(model_config).to(cfg.device)
+        train_text = text[: int(len(text) * 0.9)]
+        if cfg.tokenizer == "char":
+            return CharTokenizer.train(text)
+        if cfg.tokenizer == "bpe":
+            return BPETokenizer.train(train_text, cfg.bpe_vocab_size)
+        if cfg.tokenizer == "gpt2":
+            return BPETokenizer.from_gpt2(os.path.join(cfg.gpt2_dir, "vocab.json"),
+                                          os.path.join(cfg.gpt2_dir, "merges.txt"))
+        raise ValueError(f"--tokenizer={cfg.tokenizer!r}: use 'char', 'bpe' or 'gpt2'")
+
+    def _build(self, model):
+        cfg = self.cfg
+        model_config = model.config
+        self.model = model.to(cfg.device)
         self.optimizer = self.model.configure_optimizers(cfg.weight_decay, cfg.learning_rate,
                                                          (cfg.beta1, cfg.beta2))
         self.tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * model_config.block_size
