@@ -70,8 +70,9 @@ class AdamW(Optimizer):
     def _update(self, p, g, lr, b1, b2, eps, wd):
         """The update above, in place, with one scratch array instead of a temporary per term."""
         xp = backend.get_array_module(p.data)
-        s = self.state.setdefault(id(p), {"step": 0, "exp_avg": xp.zeros_like(p.data),
-                                          "exp_avg_sq": xp.zeros_like(p.data)})
+        s = self.state.get(id(p))
+        if s is None:  # first step: zero moments
+            s = self.state[id(p)] = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
         s["step"] += 1
         m, v, t = s["exp_avg"], s["exp_avg_sq"], s["step"]
         scratch = xp.multiply(g, 1 - b1)
