@@ -67,8 +67,7 @@ def load(cfg):
     """(model in eval mode, tokenizer) from --init_from (HF GPT-2 directory) or out_dir's checkpoint."""
     if cfg.init_from:
         from gpt import hf
-        model, tokenizer = hf.load(cfg.init_from)
-        return model.to(cfg.device).eval(), tokenizer
+        return hf.load(cfg.init_from, cfg.device)
     from gpt.checkpoint import load_model
     model, tokenizer, _ = load_model(cfg.out_dir, cfg.device)
     return model, tokenizer

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import nanograd as ng
-from gpt import inspect, interp
+from gpt import hf, inspect, interp
 from gpt.checkpoint import save_checkpoint
 from gpt.data import prepare
 from gpt.model import GPT, GPTConfig
-from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer import BPETokenizer, CharTokenizer
 from nanograd.attention import attention_pattern
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -245,3 +245,15 @@ def test_track_emergence_logs_scores_and_leaves_training_unchanged(tmp_path):
     assert len(evals) == 3 and all(0 <= r["induction_score"] <= 1 and len(r["induction_scores"]) == 2 for r in evals)
     losses = lambda rs: [r.get("loss", r.get("val_loss")) for r in rs]
     assert losses(rows["true"]) == losses(rows["false"])
+
+
+def test_inspect_reads_a_gpt2_directory(tmp_path, capsys):
+    text = "".join(f"The quick brown fox {i} jumps over the lazy dog. " for i in range(30))
+    tokenizer = BPETokenizer.train(text, 300)
+    hf.save(tiny_model(vocab_size=tokenizer.vocab_size, block_size=16), tokenizer, str(tmp_path / "gpt2"))
+    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
+    source = f"--init_from={tmp_path / 'gpt2'}"
+    inspect.main(["logit-lens", source, "--prompt=The quick brown", "--positions=1"])
+    inspect.main(["ablate", source, f"--data_file={tmp_path / 'text.txt'}", "--batches=1", "--batch_size=2"])
+    out = capsys.readouterr().out
+    assert "blocks.1.resid_post" in out and "head 1" in out
