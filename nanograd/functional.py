@@ -85,22 +85,29 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
     Shapes: x (..., C); weight, bias (C,).
     """
     xp = backend.get_array_module(x.data)
-    mu = x.data.mean(axis=-1, keepdims=True)
-    xc = x.data - mu
-    rstd = 1 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)  # (..., 1)
-    xhat = xc * rstd
+    C = x.shape[-1]
+    xhat = x.data - x.data.mean(axis=-1, keepdims=True)  # x - mean, (..., C)
+    rstd = 1 / xp.sqrt(_row_dot(xp, xhat, xhat) / C + eps)  # (..., 1)
+    xhat *= rstd
     y = xhat * weight.data if weight is not None else xhat.copy()
     if bias is not None:
         y += bias.data
     rows = tuple(range(x.ndim - 1))
     def backward(g):
-        dxhat = g * weight.data if weight is not None else g
-        dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
-                     - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+        dx = g * weight.data if weight is not None else g.copy()  # dxhat, then dx in place
+        mean_dxhat_xhat = _row_dot(xp, dx, xhat) / C  # (..., 1)
+        dx -= dx.mean(axis=-1, keepdims=True)
+        dx -= xhat * mean_dxhat_xhat
+        dx *= rstd
         dw = (g * xhat).sum(axis=rows) if weight is not None and weight.requires_grad else None
         db = g.sum(axis=rows) if bias is not None and bias.requires_grad else None
         return _present((dx, dw, db), (x, weight, bias))
     return make_result(y, _present((x, weight, bias)), backward)
+
+
+def _row_dot(xp, a, b):
+    """sum(a * b) over the last axis, keepdims, without materialising a * b: (..., C) -> (..., 1)."""
+    return xp.einsum("...c,...c->...", a, b)[..., None]
 
 
 def _present(values, tensors=None):
