@@ -210,8 +210,8 @@ BAD = {
     "wrong dtype": (lambda d: edit_tensors(f"{d}/model.safetensors", **{C: np.zeros((32, 96), np.int32)}), C),
     "missing tensor": (lambda d: save_file({k: v for k, v in load_file(f"{d}/model.safetensors").items()
                                             if k != C}, f"{d}/model.safetensors"), C),
-    "untied head": (lambda d: edit_tensors(f"{d}/model.safetensors", **{"lm_head.weight": np.ones((300, 32), np.float32)}),
-                    "lm_head.weight"),
+    "untied head": (lambda d: edit_tensors(f"{d}/model.safetensors",
+                                           **{"lm_head.weight": np.ones((300, 32), np.float32)}), "lm_head.weight"),
     "truncated": (lambda d: os.truncate(f"{d}/model.safetensors", 1000), "truncated"),
     "absurd header": (lambda d: rewrite_header(f"{d}/model.safetensors", 2**62), "over the"),
     "absurd tensor": (lambda d: claim_huge_tensor(f"{d}/model.safetensors"), C),
