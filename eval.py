@@ -27,6 +27,7 @@ from gpt.cli import run_main
 from gpt.config import option, parse
 from gpt.generate import inference_mode
 from gpt.hf import load_pretrained
+from gpt.tokenizer import TokenizerError
 
 
 @dataclasses.dataclass
@@ -89,7 +90,10 @@ def main(argv):
                          f"{model.config.block_size}")
     if not 1 <= stride <= max_length:
         raise ValueError(f"--stride={stride} must be between 1 and max_length={max_length}")
-    ids = np.asarray(tokenizer.encode(gdata.load_text(data_file=cfg.data_file), allowed_special="all"))
+    try:
+        ids = np.asarray(tokenizer.encode(gdata.load_text(data_file=cfg.data_file), allowed_special="all"))
+    except TokenizerError as e:
+        raise ValueError(f"{cfg.data_file}: {e}") from None
     ids = ids[:cfg.max_tokens] if cfg.max_tokens else ids
     if len(ids) < 2:
         raise ValueError(f"{cfg.data_file} encodes to {len(ids)} token(s); need at least 2 to score one")

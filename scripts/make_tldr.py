@@ -72,7 +72,8 @@ def accuracy(model, tokenizer, path, limit):
     eos, right, answers = end_token(tokenizer), 0, []
     for ids, prompt_length, _ in val:
         prompt = np.array([ids[:prompt_length]])
-        out = model.generate(prompt, model.config.block_size - prompt_length, temperature=0, eos_token_id=eos)
+        room = model.config.block_size + 1 - prompt_length  # as much as any training completion had
+        out = model.generate(prompt, room, temperature=0, eos_token_id=eos)
         right += out[0, prompt_length:].tolist() == ids[prompt_length:]
         answers.append((tokenizer.decode(ids[:prompt_length]), tokenizer.decode(out[0, prompt_length:].tolist())))
     return right, len(val), answers
