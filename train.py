@@ -127,6 +127,7 @@ class Trainer:
             model = build(dataclasses.replace(config, dropout=cfg.dropout), state, cfg.init_from)
             if cfg.block_size < config.block_size:
                 model.crop_block_size(cfg.block_size)
+                print(f"cropped the context of {cfg.init_from} from {config.block_size} to {cfg.block_size} tokens")
             self.data = SFTDataset(cfg.sft_file, self.tokenizer) if cfg.sft_file else \
                 self._prepare_data(self.tokenizer)[1]
             self._build(model)

@@ -199,6 +199,9 @@ def is_hf_dir(path):
 
 def read_pretrained(path):
     """(GPTConfig, state dict, tokenizer) from a GPT-2 directory or one of our checkpoints (file or run dir)."""
+    if not os.path.exists(path):
+        raise HFError(f"no checkpoint or GPT-2 directory at {path}: train one with `python train.py`, "
+                      "or point --out_dir or --init_from at one")
     if is_hf_dir(path):
         return read(path)
     ckpt = load_checkpoint(path)
