@@ -6,7 +6,8 @@ of the whole: right after a newline that sits between two non-whitespace charact
 "x\\n"), and both patterns look at no text before a chunk's start, so the next piece scans
 as the whole text would. (A whitespace run like "\\n\\n" before the cut would not be safe:
 GPT-2's `\\s+(?!\\S)` splits it differently when it ends the text.) A text with no such
-newline stays one piece.
+newline stays one piece. Special tokens hold no newline (the tokenizer checks), so none
+spans a cut.
 
 The output file holds the ids as raw little-endian uint16 (uint32 for vocabularies over
 65536), like nanoGPT's train.bin; memory stays at a few pieces, whatever the file's size.
