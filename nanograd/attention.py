@@ -36,17 +36,23 @@ def causal_mask(xp, tq, tk, dtype):
 
 
 def attention_pattern(q, k, causal=True):
-    """P = softmax(Q K^T / sqrt(D) + mask) for arrays q (..., Tq, D), k (..., Tk, D)."""
+    """P = softmax(Q K^T / sqrt(D) + mask) for arrays q (..., Tq, D), k (..., Tk, D).
+
+    The scale is applied to q (Tq x D numbers) rather than to the scores (Tq x Tk), and
+    the softmax runs in place on the score array: one pass per step over the largest array.
+    """
     xp = backend.get_array_module(q)
-    scale = q.dtype.type(1 / math.sqrt(q.shape[-1]))
-    s = q @ k.swapaxes(-1, -2)  # (..., Tq, Tk)
-    s *= scale
+    s = (q * _scale(q)) @ k.swapaxes(-1, -2)  # (..., Tq, Tk)
     if causal:
         s += causal_mask(xp, q.shape[-2], k.shape[-2], s.dtype)
     s -= s.max(axis=-1, keepdims=True)
     xp.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True)
+    s *= 1 / s.sum(axis=-1, keepdims=True)
     return s
+
+
+def _scale(q):
+    return q.dtype.type(1 / math.sqrt(q.shape[-1]))
 
 
 def scaled_dot_product_attention(q, k, v, causal=True):
@@ -56,12 +62,15 @@ def scaled_dot_product_attention(q, k, v, causal=True):
                          "(need q (..., Tq, D), k and v (..., Tk, D))")
     p = attention_pattern(q.data, k.data, causal)  # (B, H, Tq, Tk)
     out = p @ v.data  # (B, H, Tq, D)
-    scale = q.dtype.type(1 / math.sqrt(q.shape[-1]))
     def backward(g):
-        dv = p.swapaxes(-1, -2) @ g
-        ds = g @ v.data.swapaxes(-1, -2)  # dP, then dS in place
-        ds -= (ds * p).sum(axis=-1, keepdims=True)
+        xp = backend.get_array_module(g)
+        dv = p.swapaxes(-1, -2) @ g  # (B, H, Tk, D)
+        ds = g @ v.data.swapaxes(-1, -2)  # dP, then dS in place: (B, H, Tq, Tk)
+        ds -= xp.einsum("...ij,...ij->...i", ds, p)[..., None]  # rowsum(dP * P), no temporary
         ds *= p
-        ds *= scale
-        return ds @ k.data, ds.swapaxes(-1, -2) @ q.data, dv
+        dq = ds @ k.data
+        dq *= _scale(q)  # the scale on the small results, not on dS
+        dk = ds.swapaxes(-1, -2) @ q.data
+        dk *= _scale(q)
+        return dq, dk, dv
     return make_result(out, (q, k, v), backward)
