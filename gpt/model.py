@@ -146,7 +146,7 @@ def attention_pattern(q, k):
     nanograd.attention.attention_pattern, so `pattern @ v` reproduces the fused output.
     """
     xp = backend.get_array_module(q.data)
-    s = (q @ k.transpose(0, 1, 3, 2)) * (1 / math.sqrt(q.shape[-1]))  # (B, H, Tq, Tk)
+    s = (q * (1 / math.sqrt(q.shape[-1]))) @ k.transpose(0, 1, 3, 2)  # (B, H, Tq, Tk)
     return F.softmax(s + causal_mask(xp, q.shape[-2], k.shape[-2], s.dtype), axis=-1)
 
 

@@ -54,7 +54,7 @@ def softmax_array(a, axis=-1):
     """Numerically stable softmax of a plain array: exp(a - max) / sum(exp(a - max))."""
     xp = backend.get_array_module(a)
     e = xp.exp(a - a.max(axis=axis, keepdims=True))
-    e /= e.sum(axis=axis, keepdims=True)
+    e *= 1 / e.sum(axis=axis, keepdims=True)
     return e
 
 

@@ -23,16 +23,7 @@ from nanograd.attention import attention_pattern
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import train  # noqa: E402
 
-TINY = dict(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8)
-
-
-def tiny_model(seed=0, **overrides):
-    ng.manual_seed(seed)
-    return GPT(GPTConfig(**{**TINY, **overrides}))
-
-
-def random_ids(B, T, vocab=TINY["vocab_size"], seed=0):
-    return np.random.default_rng(seed).integers(0, vocab, (B, T))
+from tiny import TINY, random_ids, tiny_model  # noqa: E402
 
 
 def all_heads_zero(n_head):

@@ -11,16 +11,7 @@ import pytest
 import nanograd as ng
 from gpt.model import GPT, GPTConfig
 
-TINY = dict(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8)
-
-
-def tiny_model(seed=0, **overrides):
-    ng.manual_seed(seed)
-    return GPT(GPTConfig(**{**TINY, **overrides}))
-
-
-def random_ids(B, T, vocab=TINY["vocab_size"], seed=0):
-    return np.random.default_rng(seed).integers(0, vocab, (B, T))
+from tiny import TINY, random_ids, tiny_model  # noqa: E402
 
 
 def test_forward_shapes_and_loss():
