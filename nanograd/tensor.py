@@ -66,6 +66,7 @@ class Tensor:
         self.requires_grad = requires_grad
         self._parents = ()
         self._backward = None
+        self._released = False  # True once backward has run through this op and freed it
 
     # ---- array-like properties -------------------------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -118,6 +119,9 @@ class Tensor:
             g = grads.pop(id(node), None)
             if g is None:
                 continue
+            if node._released:
+                raise RuntimeError("backward() through part of a graph a second time: the first backward "
+                                   "freed its saved arrays; run the forward again")
             if node._backward is None:  # a leaf: store what reached it
                 g = backend.get_array_module(g).ascontiguousarray(g)
                 node.grad = g if node.grad is None else node.grad + g
@@ -126,7 +130,7 @@ class Tensor:
                 if pg is not None and parent.requires_grad:
                     key = id(parent)
                     grads[key] = pg if key not in grads else grads[key] + pg
-            node._backward, node._parents = None, ()  # release saved arrays
+            node._backward, node._parents, node._released = None, (), True  # free saved arrays
 
 
 def _topological_order(root):

@@ -97,3 +97,16 @@ def test_backward_clears_every_node(device):
     nodes.append(nodes[-1].sum())
     nodes[-1].backward()
     assert all(n._backward is None and n._parents == () for n in nodes)
+
+
+def test_second_backward_through_a_freed_graph_raises():
+    x = ng.Tensor(np.ones(3), requires_grad=True)
+    y = x * 3
+    y.sum().backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        (y * 2).sum().backward()
+
+
+def test_gradcheck_perturbs_non_contiguous_inputs():
+    x = ng.Tensor(np.arange(12.0).reshape(3, 4).T, requires_grad=True)  # a transposed view
+    assert ng.gradcheck(lambda x: x * x, x)
