@@ -45,7 +45,6 @@ try:
 except ImportError:
     pass
 
-import nanograd as ng  # noqa: E402
 from gpt.hf import state_dict_from_hf  # noqa: E402
 from gpt.model import GPT, GPTConfig  # noqa: E402
 

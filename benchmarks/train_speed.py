@@ -200,7 +200,7 @@ def measure_child(which, name, steps):
 
 # ---- both in one process: speed --------------------------------------------------------
 def compare(name):
-    torch = init_torch(ARGS.threads)
+    init_torch(ARGS.threads)
     limit_threads(ARGS.threads)
     from torch_gpt import build_pair, max_weight_diff
     c, device = CONFIGS[name], ARGS.device

@@ -9,12 +9,13 @@ Left out: 2-D convolutions, pooling, losses other than cross-entropy.
 """
 import math
 
-import numpy as np
-
 from . import backend
-from .attention import scaled_dot_product_attention  # noqa: F401  (part of this namespace)
-from .ops import exp, log, matmul, relu, sigmoid, sqrt, tanh  # noqa: F401
+from .attention import scaled_dot_product_attention
+from .ops import exp, log, matmul, relu, sigmoid, sqrt, tanh
 from .tensor import Tensor, make_result
+
+__all__ = ["cross_entropy", "dropout", "embedding", "exp", "gelu", "layer_norm", "linear", "log", "log_softmax",
+           "matmul", "relu", "scaled_dot_product_attention", "sigmoid", "softmax", "softmax_array", "sqrt", "tanh"]
 
 _GELU_C = math.sqrt(2 / math.pi)
 

@@ -23,7 +23,7 @@ from nanograd.attention import attention_pattern
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import train  # noqa: E402
 
-from tiny import TINY, random_ids, tiny_model  # noqa: E402
+from tiny import random_ids, tiny_model  # noqa: E402
 
 
 def all_heads_zero(n_head):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import nanograd as ng
-from gpt.model import GPT, GPTConfig
+from gpt.model import GPTConfig
 
-from tiny import TINY, random_ids, tiny_model  # noqa: E402
+from tiny import random_ids, tiny_model  # noqa: E402
 
 
 def test_forward_shapes_and_loss():

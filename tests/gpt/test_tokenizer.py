@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from gpt.tokenizer import (BPETokenizer, CharTokenizer, TokenizerError, load_tokenizer,
