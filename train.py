@@ -33,6 +33,7 @@ from gpt import data as gdata
 from gpt.checkpoint import FILENAME, load_checkpoint, save_checkpoint
 from gpt.cli import run_main
 from gpt.config import option, parse
+from gpt.generate import inference_mode
 from gpt.hf import build, read_pretrained
 from gpt.interp import emergence_metrics
 from gpt.model import GPT, GPTConfig
@@ -189,19 +190,16 @@ class Trainer:
         x, y = self.data.get_batch(split, self.cfg.batch_size, self.model.config.block_size, rng)
         return ng.Tensor(x, device=self.cfg.device), ng.Tensor(y, device=self.cfg.device)
 
-    @ng.no_grad()
     def estimate_loss(self):
         """Mean loss over eval_iters batches of each split, in eval mode.
 
         Batches come from a generator seeded by (seed, iteration), so evaluating never
         disturbs the training stream and repeats exactly after a resume.
         """
-        self.model.eval()
         rng = np.random.default_rng([self.cfg.seed, self.iter_num])
-        out = {split: float(np.mean([self.model(*self.batch(split, rng))[1].item()
-                                     for _ in range(self.cfg.eval_iters)])) for split in ("train", "val")}
-        self.model.train()
-        return out
+        with inference_mode(self.model):
+            return {split: float(np.mean([self.model(*self.batch(split, rng))[1].item()
+                                          for _ in range(self.cfg.eval_iters)])) for split in ("train", "val")}
 
     def evaluate(self):
         losses = self.estimate_loss()

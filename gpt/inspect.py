@@ -21,6 +21,7 @@ import tempfile
 import numpy as np
 
 from gpt import data as gdata
+from gpt.generate import inference_mode
 from gpt import interp
 from gpt.cli import run_main
 from gpt.config import ConfigError, option, parse
@@ -89,7 +90,7 @@ def attention(cfg, model, tokenizer):
         raise ValueError(f"--layer={cfg.layer}: the model has layers 0 to {model.config.n_layer - 1} (-1: all)")
     ids = prompt_ids(cfg, model, tokenizer)
     names = [f"blocks.{i}.attn.pattern" for i in layers]
-    with interp.inference(model):
+    with inference_mode(model):
         _, cache = model.run_with_cache(ids[None], names)
     patterns = [backend.to_device(cache[n][0], "cpu") for n in names]  # each (H, T, T)
     shown = slice(-MAX_TEXT_TOKENS, None)

@@ -21,7 +21,6 @@ or by its mean over the data and measures how much the loss rises.
 Left out: activation patching between runs and path patching (hooks make them a few lines),
 attribution by gradients, sparse autoencoders.
 """
-import contextlib
 
 import numpy as np
 
@@ -29,20 +28,10 @@ import nanograd as ng
 from nanograd import backend
 from nanograd import functional as F
 
+from .generate import inference_mode
+
 SHADES = " .:-=+*#%@"  # light to dark, for text heatmaps
 DEFAULT_REPEAT_LEN = 32
-
-
-@contextlib.contextmanager
-def inference(model):
-    """Eval mode and no_grad for the block; the model's previous mode is restored after."""
-    training = model.training
-    model.eval()
-    try:
-        with ng.no_grad():
-            yield
-    finally:
-        model.train(training)
 
 
 # ---- induction ------------------------------------------------------------------------
@@ -85,7 +74,7 @@ def induction_run(model, repeat_len=None, batch_size=8, seed=0):
                          "and it must be at least 2")
     ids = repeated_random_tokens(model.config.vocab_size, L, batch_size, np.random.default_rng(seed))
     names = [f"blocks.{i}.attn.pattern" for i in range(model.config.n_layer)]
-    with inference(model):
+    with inference_mode(model):
         logits, cache = model.run_with_cache(ids, names)
     first, second = repeat_losses(logits.numpy(), ids, L)
     return induction_scores_from_patterns([cache[n] for n in names], L), first, second
@@ -110,7 +99,7 @@ def logit_lens(model, ids, k=5):
     unembedding; the last stage's predictions are the model's own.
     """
     names = ["embed"] + [f"blocks.{i}.resid_post" for i in range(model.config.n_layer)]
-    with inference(model):
+    with inference_mode(model):
         _, cache = model.run_with_cache(np.asarray(ids)[None], names)
         rows = []
         for name in names:
@@ -141,7 +130,7 @@ def ablate_head_hook(head, fill=None):
 
 def mean_loss(model, batches, hooks=None):
     """Mean loss over batches [(x, y) arrays] in inference mode, with the given hooks."""
-    with inference(model):
+    with inference_mode(model):
         return float(np.mean([model.run_with_hooks(x, hooks or {}, y)[1].item() for x, y in batches]))
 
 
@@ -149,7 +138,7 @@ def mean_head_outputs(model, batches):
     """(n_layer, n_head, D): each head's output averaged over the batches and positions."""
     names = [f"blocks.{i}.attn.head_out" for i in range(model.config.n_layer)]
     sums = 0
-    with inference(model):
+    with inference_mode(model):
         for x, _ in batches:
             _, cache = model.run_with_cache(x, names)
             sums = sums + np.stack([backend.to_device(cache[n], "cpu").mean(axis=(0, 2)) for n in names])
