@@ -92,7 +92,6 @@ def main(argv):
         argv = [DEFAULT_CONFIG] + argv
     cfg = parse(TrainConfig, argv, "train.py")
     ng.backend.check_device(cfg.device)
-    ng.backend.keep_freed_memory()
     os.makedirs(cfg.out_dir, exist_ok=True)
     Trainer(cfg).run()
 
@@ -103,6 +102,7 @@ class Trainer:
     def __init__(self, cfg):
         self.cfg = cfg
         self.ckpt_path = os.path.join(cfg.out_dir, FILENAME)
+        ng.backend.keep_freed_memory()  # reuse activation buffers across steps (backend.py says why)
         ng.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)  # batch sampling
         self.iter_num, self.best_val, self.last_eval = 0, math.inf, -1

@@ -107,6 +107,7 @@ class OurTrainer:
     def __init__(self, model, device):
         import nanograd as ng
         self.ng, self.model, self.device = ng, model, device
+        ng.backend.keep_freed_memory()  # as train.py's Trainer does
         self.opt = model.configure_optimizers(WEIGHT_DECAY, LR, BETAS)
 
     def loss(self, x, y):
