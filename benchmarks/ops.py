@@ -84,6 +84,8 @@ def main():
         pass  # the environment variables above already did it
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import nanograd as ng
+    ng.parallel.set_num_threads(args.threads)  # our elementwise kernels: as many threads as torch's
+    ng.backend.keep_freed_memory()  # as train.py does
 
     rng = np.random.default_rng(1)
     print(f"float32, forward + backward, best of {args.repeats}, {args.threads} threads, "

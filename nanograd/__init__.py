@@ -8,7 +8,7 @@ Read in this order: tensor.py (the graph and backward), ops.py (each op's forwar
 backward), functional.py and attention.py (fused neural-network ops), nn.py (modules),
 optim.py (AdamW, SGD), gradcheck.py (how every op is tested).
 """
-from . import functional, nn, optim
+from . import functional, nn, optim, parallel
 from .backend import (DeviceError, cuda_available, get_array_module, get_rng_state, manual_seed,
                       set_rng_state)
 from .gradcheck import GradcheckError, gradcheck

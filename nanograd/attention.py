@@ -14,15 +14,26 @@ Backward, given dO:
     dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D)
 
 Tq < Tk happens when decoding with a KV cache: the new queries are the last Tq positions.
-Left out: dropout on the pattern, arbitrary attention masks, memory-efficient tiling.
+
+Causal tiles. Under the causal mask the upper triangle of P is zero, so computing it is
+waste: half of every score, exp and gemm. The fused op cuts the query rows into tiles of
+TILE rows; a tile whose last row is i1 - 1 sees only keys j < k1 = i1 + Tk - Tq, so its
+scores, softmax, dP and dQ use K[:k1] and V[:k1] alone. Read the other way, the keys
+k0:k1 (the columns the tile adds) are seen only by rows i0 onwards, so dV[k0:k1] and
+dK[k0:k1] are gemms over rows i0: and nothing above. With T = 256 and TILE = 64 the op does
+10/16 of the untiled work.
+
+Left out: dropout on the pattern, arbitrary attention masks, flash attention's online
+softmax (P is kept for the backward, as the equations above use it).
 """
 import math
 
 import numpy as np
 
-from . import backend
+from . import backend, parallel
 from .tensor import make_result
 
+TILE = 64  # query rows per causal tile
 _mask_cache = {}
 
 
@@ -35,14 +46,15 @@ def causal_mask(xp, tq, tk, dtype):
     return _mask_cache[key]
 
 
-def attention_pattern(q, k, causal=True):
+def attention_pattern(q, k, causal=True, out=None):
     """P = softmax(Q K^T / sqrt(D) + mask) for arrays q (..., Tq, D), k (..., Tk, D).
 
     The scale is applied to q (Tq x D numbers) rather than to the scores (Tq x Tk), and
-    the softmax runs in place on the score array: one pass per step over the largest array.
+    the softmax runs in place on the score array (`out`, when given): one pass per step
+    over the largest array.
     """
     xp = backend.get_array_module(q)
-    s = (q * _scale(q)) @ k.swapaxes(-1, -2)  # (..., Tq, Tk)
+    s = xp.matmul(q * _scale(q), k.swapaxes(-1, -2), out=out)  # (..., Tq, Tk)
     if causal:
         s += causal_mask(xp, q.shape[-2], k.shape[-2], s.dtype)
     s -= s.max(axis=-1, keepdims=True)
@@ -56,21 +68,58 @@ def _scale(q):
 
 
 def scaled_dot_product_attention(q, k, v, causal=True):
-    """softmax(Q K^T / sqrt(D) [+ causal mask]) V; q (B, H, Tq, D), k and v (B, H, Tk, D)."""
+    """softmax(Q K^T / sqrt(D) [+ causal mask]) V; q (B, H, Tq, D), k and v (B, H, Tk, D).
+
+    Forward and backward each run as one kernel per block of the batch, on every core:
+    a block's scores are computed, normalised and used while they are still in cache.
+    """
     if q.shape[-1] != k.shape[-1] or k.shape != v.shape or q.shape[:-2] != k.shape[:-2]:
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not match "
                          "(need q (..., Tq, D), k and v (..., Tk, D))")
-    p = attention_pattern(q.data, k.data, causal)  # (B, H, Tq, Tk)
-    out = p @ v.data  # (B, H, Tq, D)
+    xp = backend.get_array_module(q.data)
+    p = xp.empty((*q.shape[:-1], k.shape[-2]), q.dtype)  # (B, H, Tq, Tk)
+    out = xp.empty(q.shape, q.dtype)  # (B, H, Tq, D)
+    parallel.map_blocks(_forward, p, out, q.data, k.data, v.data, causal=causal)
     def backward(g):
-        xp = backend.get_array_module(g)
-        dv = p.swapaxes(-1, -2) @ g  # (B, H, Tk, D)
-        ds = g @ v.data.swapaxes(-1, -2)  # dP, then dS in place: (B, H, Tq, Tk)
-        ds -= xp.einsum("...ij,...ij->...i", ds, p)[..., None]  # rowsum(dP * P), no temporary
-        ds *= p
-        dq = ds @ k.data
-        dq *= _scale(q)  # the scale on the small results, not on dS
-        dk = ds.swapaxes(-1, -2) @ q.data
-        dk *= _scale(q)
+        dq, dk, dv = xp.empty_like(out), xp.empty(k.shape, k.dtype), xp.empty(v.shape, v.dtype)
+        parallel.map_blocks(_backward, p, g, q.data, k.data, v.data, dq, dk, dv, causal=causal)
         return dq, dk, dv
     return make_result(out, (q, k, v), backward)
+
+
+def _tiles(tq, tk, causal):
+    """[(i0, i1, k0, k1)]: query rows i0:i1 see keys :k1; keys k0:k1 are seen by rows i0: only.
+
+    One tile covering everything when not causal or too short to be worth cutting.
+    """
+    if not causal or tq < 2 * TILE:
+        return [(0, tq, 0, tk)]
+    cuts = list(range(0, tq, TILE)) + [tq]
+    return [(i0, i1, i0 + tk - tq if i0 else 0, i1 + tk - tq) for i0, i1 in zip(cuts, cuts[1:])]
+
+
+def _forward(p, out, q, k, v, causal):
+    """P and O = P V for one block of the batch, into p and out, tile by tile."""
+    xp = backend.get_array_module(p)
+    for i0, i1, _, k1 in _tiles(q.shape[-2], k.shape[-2], causal):
+        s = attention_pattern(q[..., i0:i1, :], k[..., :k1, :], causal, out=p[..., i0:i1, :k1])
+        p[..., i0:i1, k1:] = 0  # the future, never computed
+        xp.matmul(s, v[..., :k1, :], out=out[..., i0:i1, :])
+
+
+def _backward(p, g, q, k, v, dq, dk, dv, causal):
+    """dQ, dK, dV for one block of the batch (equations at the top of this file), into dq, dk, dv."""
+    xp = backend.get_array_module(p)
+    tiles = _tiles(q.shape[-2], k.shape[-2], causal)
+    ds = xp.empty_like(p)  # dS, filled tile by tile: (b, H, Tq, Tk)
+    for i0, i1, _, k1 in tiles:  # row tiles: dS and dQ
+        pt = p[..., i0:i1, :k1]
+        dst = xp.matmul(g[..., i0:i1, :], v[..., :k1, :].swapaxes(-1, -2), out=ds[..., i0:i1, :k1])  # dP
+        dst -= xp.einsum("...ij,...ij->...i", dst, pt)[..., None]  # rowsum(dP * P), no temporary
+        dst *= pt  # dS
+        xp.matmul(dst, k[..., :k1, :], out=dq[..., i0:i1, :])
+    for i0, _, k0, k1 in tiles:  # column tiles: dV and dK from the rows that see those keys
+        xp.matmul(p[..., i0:, k0:k1].swapaxes(-1, -2), g[..., i0:, :], out=dv[..., k0:k1, :])  # dV = P^T dO
+        xp.matmul(ds[..., i0:, k0:k1].swapaxes(-1, -2), q[..., i0:, :], out=dk[..., k0:k1, :])
+    dq *= _scale(q)  # the scale on the small results, not on dS
+    dk *= _scale(q)

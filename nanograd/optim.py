@@ -8,7 +8,7 @@ Left out: Adam's amsgrad, Nesterov momentum, fused multi-tensor kernels.
 """
 import math
 
-from . import backend
+from . import backend, parallel
 
 
 class Optimizer:
@@ -68,28 +68,35 @@ class AdamW(Optimizer):
                     self._update(p, p.grad, lr, b1, b2, eps, wd)
 
     def _update(self, p, g, lr, b1, b2, eps, wd):
-        """The update above, in place, with one scratch array instead of a temporary per term."""
         xp = backend.get_array_module(p.data)
         s = self.state.get(id(p))
         if s is None:  # first step: zero moments
             s = self.state[id(p)] = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
         s["step"] += 1
-        m, v, t = s["exp_avg"], s["exp_avg_sq"], s["step"]
-        scratch = xp.multiply(g, 1 - b1)
-        m *= b1
-        m += scratch                                        # m = b1 m + (1 - b1) g
-        xp.multiply(g, g, out=scratch)
-        scratch *= 1 - b2
-        v *= b2
-        v += scratch                                        # v = b2 v + (1 - b2) g^2
-        if wd:
-            p.data *= 1 - lr * wd                           # decoupled weight decay
-        xp.sqrt(v, out=scratch)
-        scratch *= 1 / math.sqrt(1 - b2 ** t)
-        scratch += eps                                      # sqrt(v_hat) + eps
-        xp.divide(m, scratch, out=scratch)
-        scratch *= -lr / (1 - b1 ** t)                      # -lr m_hat / (sqrt(v_hat) + eps)
-        p.data += scratch
+        t = s["step"]
+        parallel.map_blocks(_adamw_kernel, p.data, g, s["exp_avg"], s["exp_avg_sq"], lr=lr, b1=b1, b2=b2, eps=eps,
+                            wd=wd, bias1=1 - b1 ** t, bias2=1 - b2 ** t)
+
+
+def _adamw_kernel(p, g, m, v, lr, b1, b2, eps, wd, bias1, bias2):
+    """The update above on a block of one parameter, in place, with one scratch array
+    instead of a temporary per term. bias1, bias2 = 1 - b1^t, 1 - b2^t."""
+    xp = backend.get_array_module(p)
+    scratch = xp.multiply(g, 1 - b1)
+    m *= b1
+    m += scratch                                        # m = b1 m + (1 - b1) g
+    xp.multiply(g, g, out=scratch)
+    scratch *= 1 - b2
+    v *= b2
+    v += scratch                                        # v = b2 v + (1 - b2) g^2
+    if wd:
+        p *= 1 - lr * wd                                # decoupled weight decay
+    xp.sqrt(v, out=scratch)
+    scratch *= 1 / math.sqrt(bias2)
+    scratch += eps                                      # sqrt(v_hat) + eps
+    xp.divide(m, scratch, out=scratch)
+    scratch *= -lr / bias1                              # -lr m_hat / (sqrt(v_hat) + eps)
+    p += scratch
 
 
 class SGD(Optimizer):

@@ -1,0 +1,147 @@
+"""nanograd.parallel: kernels split over blocks of rows and threads give the unsplit answer.
+
+The test arrays are tiny, so `split` shrinks the block size to a few bytes and uses three
+threads (an odd count, so shares are uneven); the fused ops that run through map_blocks
+are then gradchecked in float64 and compared with their unsplit results in float32.
+Attention's causal tiles are shrunk the same way (TILE = 2), so a 7-step sequence is cut
+into tiles 2, 2, 2, 1 and the tiled forward and backward are checked too.
+"""
+import threading
+
+import numpy as np
+import pytest
+
+import nanograd as ng
+from nanograd import attention, parallel
+from nanograd import functional as F
+
+
+@pytest.fixture
+def split(monkeypatch):
+    """Every array of more than a few bytes is split into blocks over three threads."""
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", 16)
+    monkeypatch.setattr(parallel, "MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(attention, "TILE", 2)
+    before = parallel.get_num_threads()
+    parallel.set_num_threads(3)
+    yield
+    parallel.set_num_threads(before)
+
+
+def test_blocks_cover_the_rows_in_order_and_return_in_order(split):
+    x = np.arange(40.0).reshape(10, 4)
+    y = np.zeros_like(x)
+    seen = []
+
+    def kernel(x, y, scale):
+        y[...] = x * scale
+        seen.append(threading.get_ident())
+        return x[:, 0].copy()
+
+    firsts = parallel.map_blocks(kernel, x, y, scale=2.0)
+    np.testing.assert_array_equal(y, 2 * x)
+    np.testing.assert_array_equal(np.concatenate(firsts), x[:, 0])  # every row once, in row order
+    assert len(firsts) == 10 and len(set(seen)) > 1  # 16-byte blocks: one row each, on several threads
+
+
+def test_blocks_argument_and_small_arrays(split, monkeypatch):
+    x = np.ones((7, 3))
+    assert len(parallel.map_blocks(lambda x: len(x), x, blocks=2)) == 2
+    assert sum(parallel.map_blocks(lambda x: len(x), x, blocks=100)) == 7  # at most one block per row
+    monkeypatch.setattr(parallel, "MIN_SPLIT_BYTES", x.nbytes + 1)
+    assert parallel.map_blocks(lambda x: len(x), x) == [7]  # too small to be worth a thread
+
+
+def test_one_thread_is_one_call(split):
+    parallel.set_num_threads(1)
+    assert parallel.map_blocks(lambda x: len(x), np.ones((9, 2))) == [9]
+
+
+def test_nested_map_blocks_runs_serially_instead_of_deadlocking(split):
+    x = np.ones((6, 2))
+    inner = lambda x: sum(parallel.map_blocks(lambda r: len(r), x))
+    assert sum(parallel.map_blocks(inner, x)) == 6
+
+
+def test_a_failing_block_raises_after_every_block_finished(split):
+    x = np.arange(12.0).reshape(6, 2)
+    done = []
+
+    def kernel(x):
+        if x[0, 0] == 10:  # the last row, a worker's block
+            raise ValueError("bad block")
+        done.append(len(x))
+
+    with pytest.raises(ValueError, match="bad block"):
+        parallel.map_blocks(kernel, x)
+    assert sum(done) == 5
+
+
+def test_blas_threads_are_restored(split):
+    blas = parallel._find_openblas()
+    if blas is None:
+        pytest.skip("NumPy's BLAS here is not OpenBLAS")
+    before = blas[0]()
+    parallel.map_blocks(lambda a: a @ a.T, np.ones((8, 8)))
+    assert blas[0]() == before
+
+
+def test_set_num_threads_rejects_zero():
+    with pytest.raises(ValueError, match="at least 1"):
+        parallel.set_num_threads(0)
+
+
+_rng = np.random.default_rng(0)
+FUSED = {  # ops that run through map_blocks, with inputs that split into several blocks
+    "gelu": (F.gelu, [_rng.standard_normal((5, 3))]),
+    "layer_norm": (F.layer_norm, [_rng.standard_normal((2, 5, 4)), _rng.standard_normal(4), _rng.standard_normal(4)]),
+    "layer_norm_no_affine": (F.layer_norm, [_rng.standard_normal((5, 4))]),
+    "linear": (F.linear, [_rng.standard_normal((2, 5, 4)), _rng.standard_normal((3, 4)), _rng.standard_normal(3)]),
+    "linear_no_bias": (F.linear, [_rng.standard_normal((5, 4)), _rng.standard_normal((3, 4))]),
+    "attention_causal_tiled": (F.scaled_dot_product_attention,
+                               [_rng.standard_normal((3, 2, 7, 3)) for _ in range(3)]),
+    "attention_kv_cache_tiled": (F.scaled_dot_product_attention,  # 5 new queries over 8 keys
+                                 [_rng.standard_normal((3, 2, 5, 3)), *(_rng.standard_normal((3, 2, 8, 3)) for _ in range(2))]),
+    "attention_non_causal": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=False),
+                             [_rng.standard_normal((3, 2, 7, 3)) for _ in range(3)]),
+}
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_split_ops_pass_gradcheck(name, split):
+    fn, arrays = FUSED[name]
+    assert ng.gradcheck(fn, *[ng.Tensor(a, requires_grad=True) for a in arrays])
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_split_ops_match_the_unsplit_result(name, split, monkeypatch):
+    fn, arrays = FUSED[name]
+
+    def run():
+        inputs = [ng.Tensor(a.astype(np.float32), requires_grad=True) for a in arrays]
+        out = fn(*inputs)
+        out.backward(np.cos(np.arange(out.data.size, dtype=np.float32)).reshape(out.shape))
+        return [out.data] + [x.grad for x in inputs]
+
+    split_result = run()
+    parallel.set_num_threads(1)
+    monkeypatch.setattr(attention, "TILE", 1 << 30)
+    for a, b in zip(split_result, run()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_adamw_split_matches_unsplit(split, monkeypatch):
+    rng = np.random.default_rng(1)
+    p0, grads = rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal((3, 6, 4)).astype(np.float32)
+
+    def train():
+        p = ng.Tensor(p0.copy(), requires_grad=True)
+        opt = ng.optim.AdamW([p], lr=0.1, weight_decay=0.1)
+        for g in grads:
+            p.grad = g
+            opt.step()
+        return p.data
+
+    split_result = train()
+    parallel.set_num_threads(1)
+    np.testing.assert_array_equal(split_result, train())  # elementwise: identical however split
