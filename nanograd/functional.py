@@ -18,6 +18,7 @@ __all__ = ["cross_entropy", "dropout", "embedding", "exp", "gelu", "layer_norm",
            "matmul", "relu", "scaled_dot_product_attention", "sigmoid", "softmax", "softmax_array", "sqrt", "tanh"]
 
 _GELU_C = math.sqrt(2 / math.pi)
+LINEAR_SPLIT_MACS = 0
 
 
 def gelu(x):
@@ -117,10 +118,14 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
 
 
 def _layer_norm_forward(x, xhat, rstd, y, weight, bias, eps):
-    """xhat, rstd and y = xhat * w + b for a block of rows (n, C); rstd is (n, 1)."""
+    """xhat, rstd and y = xhat * w + b for a block of rows (n, C); rstd is (n, 1).
+
+    Row means and row dot products are matmuls (x @ 1/C, xhat . xhat): faster than
+    NumPy's reductions along a short last axis.
+    """
     xp = backend.get_array_module(x)
-    xp.subtract(x, x.mean(axis=-1, keepdims=True), out=xhat)  # x - mean
-    xp.divide(_row_dot(xp, xhat, xhat), x.shape[-1], out=rstd)  # var
+    xp.subtract(x, _row_mean(x), out=xhat)  # x - mean
+    xp.multiply(_row_dot(xhat, xhat), 1 / x.shape[-1], out=rstd)  # var
     rstd += eps
     xp.sqrt(rstd, out=rstd)
     xp.reciprocal(rstd, out=rstd)
@@ -140,16 +145,25 @@ def _layer_norm_backward(g, xhat, rstd, dx, weight):
         dx[...] = g
     else:
         xp.multiply(g, weight, out=dx)  # dxhat
-    mean_dxhat_xhat = _row_dot(xp, dx, xhat) / xhat.shape[-1]  # (n, 1)
-    dx -= dx.mean(axis=-1, keepdims=True)
+    mean_dxhat_xhat = _row_dot(dx, xhat) / xhat.shape[-1]  # (n, 1)
+    dx -= _row_mean(dx)
     dx -= xhat * mean_dxhat_xhat
     dx *= rstd
-    return xp.einsum("nc,nc->c", g, xhat), g.sum(axis=0)
+    return xp.einsum("nc,nc->c", g, xhat), xp.ones(len(g), g.dtype) @ g
 
 
-def _row_dot(xp, a, b):
-    """sum(a * b) over the last axis, keepdims, without materialising a * b: (..., C) -> (..., 1)."""
-    return xp.einsum("...c,...c->...", a, b)[..., None]
+def _row_mean(a):
+    """Mean over the last axis as a matrix-vector product: (n, C) -> (n, 1)."""
+    xp = backend.get_array_module(a)
+    return (a @ xp.full(a.shape[-1], 1 / a.shape[-1], a.dtype))[:, None]
+
+
+def _row_dot(a, b):
+    """sum(a * b) over the last axis, keepdims, as a stack of (1, C) @ (C, 1) products: (..., C) -> (..., 1).
+
+    Never materialises a * b.
+    """
+    return (a[..., None, :] @ b[..., :, None])[..., 0]
 
 
 def _present(values, tensors=None):
@@ -170,7 +184,7 @@ def linear(x, weight, bias=None):
         raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}), "
                          f"weight expects {weight.shape[-1]} (shape {weight.shape})")
     x2 = x.data.reshape(-1, x.shape[-1])  # (N, in)
-    threads = parallel.get_num_threads()
+    threads = parallel.get_num_threads() if x2.shape[0] * x2.shape[1] * weight.shape[0] >= LINEAR_SPLIT_MACS else 1
     y = xp.empty((len(x2), weight.shape[0]), x2.dtype)  # (N, out)
     parallel.map_blocks(_linear_forward, x2, y, weight=weight.data, bias=None if bias is None else bias.data,
                         blocks=threads)

@@ -24,22 +24,22 @@ Left out: process pools, NUMA placement, work stealing (rows are split evenly).
 import contextlib
 import ctypes
 import os
+import queue
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 BLOCK_BYTES = 4 << 20  # bytes of the first array per block (measured: 256 KB to 1 GB, 4 MB was best)
 MIN_SPLIT_BYTES = 512 << 10  # below this, handing work to another thread costs more than it saves
 _num_threads = None
-_pool = None
-_local = threading.local()  # .inside: this thread is already running a block
+_workers = []  # one (tasks, results) pair of queues per worker thread
+_busy = threading.Lock()  # held while a map_blocks call is spread over the workers
 _openblas = []  # [(get_num_threads, set_num_threads) or None], looked up once
 
 
 def get_num_threads():
-    """Threads for elementwise work: set_num_threads(n), else $NANOGRAD_NUM_THREADS, else the CPUs we may use."""
+    """Threads for kernels: set_num_threads(n), else $NANOGRAD_NUM_THREADS, else the CPUs we may use."""
     global _num_threads
     if _num_threads is None:
         env = os.environ.get("NANOGRAD_NUM_THREADS")
@@ -49,21 +49,33 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use n threads (the caller's plus n - 1 workers) for elementwise kernels; 1 turns splitting off."""
-    global _num_threads, _pool
+    """Use n threads (the caller's plus n - 1 workers) for kernels; 1 turns splitting off."""
+    global _num_threads
     if int(n) < 1:
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
-    _num_threads = int(n)
-    if _pool is not None:
-        _pool.shutdown()
-        _pool = None
+    with _busy:
+        _num_threads = int(n)
+        for tasks, _ in _workers:
+            tasks.put(None)  # the worker returns
+        _workers.clear()
 
 
-def _workers():
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=get_num_threads() - 1, thread_name_prefix="nanograd")
-    return _pool
+def _serve(tasks, results):
+    """A worker thread: run each task it is handed, hand back (ok, value or exception)."""
+    while (task := tasks.get()) is not None:
+        try:
+            results.put((True, task()))
+        except BaseException as e:  # re-raised in the caller's thread
+            results.put((False, e))
+
+
+def _start_workers(n):
+    """n worker threads, each fed through its own queue (a queue.SimpleQueue hand-off costs ~15 us)."""
+    while len(_workers) < n:
+        queues = queue.SimpleQueue(), queue.SimpleQueue()
+        threading.Thread(target=_serve, args=queues, daemon=True, name=f"nanograd-{len(_workers)}").start()
+        _workers.append(queues)
+    return _workers
 
 
 def map_blocks(kernel, *arrays, blocks=None, **shared):
@@ -82,28 +94,30 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
     if blocks is None:
         blocks = threads * -(-first.nbytes // (threads * BLOCK_BYTES)) if first.nbytes >= MIN_SPLIT_BYTES else 1
     blocks = min(n, blocks)
-    if threads <= 1 or blocks <= 1 or not isinstance(first, np.ndarray) or getattr(_local, "inside", False):
+    if threads <= 1 or blocks <= 1 or not isinstance(first, np.ndarray):
         return [kernel(*arrays, **shared)]
-    threads = min(threads, blocks)
-    cuts = [b * n // blocks for b in range(blocks + 1)]
-
-    def run(part):
-        _local.inside = True  # a kernel that itself calls map_blocks runs serially, never deadlocks
-        try:
-            return [kernel(*(a[cuts[b]:cuts[b + 1]] for a in arrays), **shared) for b in part]
-        finally:
-            _local.inside = False
-
-    parts = [range(j * blocks // threads, (j + 1) * blocks // threads) for j in range(threads)]
-    with _one_blas_thread():
-        futures = [_workers().submit(run, part) for part in parts[1:]]
-        try:
-            results = run(parts[0])  # this thread takes the first share
-        finally:
-            done = [f.result() for f in futures]  # wait for every worker, even when ours failed
-    for d in done:
-        results += d
-    return results
+    if not _busy.acquire(blocking=False):  # a kernel calling map_blocks, or another thread's call: run here
+        return [kernel(*arrays, **shared)]
+    try:
+        threads = min(threads, blocks)
+        cuts = [b * n // blocks for b in range(blocks + 1)]
+        run = lambda part: [kernel(*(a[cuts[b]:cuts[b + 1]] for a in arrays), **shared) for b in part]
+        parts = [range(j * blocks // threads, (j + 1) * blocks // threads) for j in range(threads)]
+        workers = _start_workers(threads - 1)[:threads - 1]
+        with _one_blas_thread():
+            for (tasks, _), part in zip(workers, parts[1:]):
+                tasks.put(lambda part=part: run(part))
+            try:
+                results = run(parts[0])  # this thread takes the first share
+            finally:
+                done = [results_queue.get() for _, results_queue in workers]  # every worker, even if ours failed
+        for ok, value in done:
+            if not ok:
+                raise value
+            results += value
+        return results
+    finally:
+        _busy.release()
 
 
 @contextlib.contextmanager
