@@ -108,6 +108,7 @@ class OurTrainer:
         import nanograd as ng
         self.ng, self.model, self.device = ng, model, device
         ng.backend.keep_freed_memory()  # as train.py's Trainer does
+        ng.parallel.set_num_threads(ARGS.threads)  # our kernels' threads: as many as torch's
         self.opt = model.configure_optimizers(WEIGHT_DECAY, LR, BETAS)
 
     def loss(self, x, y):

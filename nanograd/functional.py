@@ -18,7 +18,6 @@ __all__ = ["cross_entropy", "dropout", "embedding", "exp", "gelu", "layer_norm",
            "matmul", "relu", "scaled_dot_product_attention", "sigmoid", "softmax", "softmax_array", "sqrt", "tanh"]
 
 _GELU_C = math.sqrt(2 / math.pi)
-LINEAR_SPLIT_MACS = 0
 
 
 def gelu(x):
@@ -184,7 +183,7 @@ def linear(x, weight, bias=None):
         raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}), "
                          f"weight expects {weight.shape[-1]} (shape {weight.shape})")
     x2 = x.data.reshape(-1, x.shape[-1])  # (N, in)
-    threads = parallel.get_num_threads() if x2.shape[0] * x2.shape[1] * weight.shape[0] >= LINEAR_SPLIT_MACS else 1
+    threads = parallel.get_num_threads()
     y = xp.empty((len(x2), weight.shape[0]), x2.dtype)  # (N, out)
     parallel.map_blocks(_linear_forward, x2, y, weight=weight.data, bias=None if bias is None else bias.data,
                         blocks=threads)

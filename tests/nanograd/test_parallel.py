@@ -7,6 +7,7 @@ Attention's causal tiles are shrunk the same way (TILE = 2), so a 7-step sequenc
 into tiles 2, 2, 2, 1 and the tiled forward and backward are checked too.
 """
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -34,6 +35,7 @@ def test_blocks_cover_the_rows_in_order_and_return_in_order(split):
     seen = []
 
     def kernel(x, y, scale):
+        time.sleep(0.002)  # releases the GIL: long enough for the workers to claim blocks too
         y[...] = x * scale
         seen.append(threading.get_ident())
         return x[:, 0].copy()
