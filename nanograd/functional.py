@@ -187,16 +187,13 @@ def linear(x, weight, bias=None):
     y = xp.empty((len(x2), weight.shape[0]), x2.dtype)  # (N, out)
     parallel.map_blocks(_linear_forward, x2, y, weight=weight.data, bias=None if bias is None else bias.data,
                         blocks=threads)
-    def backward(g):
+    def backward(g):  # all computed; the engine drops what a parent does not need
         g2 = g.reshape(-1, weight.shape[0])  # (N, out)
-        dx = dw = db = None
-        if x.requires_grad:
-            dx = xp.empty_like(x2)
-            parallel.map_blocks(_input_grad, g2, dx, weight=weight.data, blocks=threads)
-        if weight.requires_grad or bias is not None and bias.requires_grad:
-            dw, db = xp.empty_like(weight.data), None if bias is None else xp.empty_like(bias.data)
-            parallel.map_blocks(_weight_grads, g2.T, dw, *_present((db,)), x=x2, blocks=threads)
-        return _present((None if dx is None else dx.reshape(x.shape), dw, db), (x, weight, bias))
+        dx, dw = xp.empty_like(x2), xp.empty_like(weight.data)
+        db = None if bias is None else xp.empty_like(bias.data)
+        parallel.map_blocks(_linear_backward, g2, g2.T, dx, dw, *_present((db,)), x=x2, weight=weight.data,
+                            blocks=threads)
+        return _present((dx.reshape(x.shape), dw, db), (x, weight, bias))
     return make_result(y.reshape(*x.shape[:-1], weight.shape[0]), _present((x, weight, bias)), backward)
 
 
@@ -207,14 +204,11 @@ def _linear_forward(x, y, weight, bias):
         y += bias
 
 
-def _input_grad(g, dx, weight):
-    """dx = g @ W for a block of rows of g, into dx."""
-    backend.get_array_module(g).matmul(g, weight, out=dx)
-
-
-def _weight_grads(gt, dw, db=None, *, x):
-    """dW = g^T @ x and db = row sums of g^T for a block of output units: gt (o, N), into dw (o, in), db (o,)."""
-    xp = backend.get_array_module(gt)
+def _linear_backward(g, gt, dx, dw, db=None, *, x, weight):
+    """One share of linear's backward: dx = g @ W for a block of rows of g (N, out), and
+    dW = g^T @ x, db = row sums of g^T for a block of output units (gt: rows of g^T)."""
+    xp = backend.get_array_module(g)
+    xp.matmul(g, weight, out=dx)
     xp.matmul(gt, x, out=dw)
     if db is not None:
         gt.sum(axis=1, out=db)

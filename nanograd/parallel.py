@@ -81,9 +81,11 @@ def _start_workers(n):
 def map_blocks(kernel, *arrays, blocks=None, **shared):
     """[kernel(*blocks, **shared) for each block of rows], the blocks spread evenly over the threads.
 
-    arrays: arrays sharing their first axis (N, ...). Block b of every array holds the same
-    rows r0:r1, so a kernel that is row-wise (elementwise, or a reduction along later axes)
-    gives the same numbers however the rows are split. `shared` goes whole to every call
+    arrays: each is cut along its first axis into the same number of blocks, block b of an
+    array of N rows holding rows b N / blocks up to (b + 1) N / blocks. Arrays of equal
+    length are cut alike, so a kernel that is row-wise (elementwise, or a reduction along
+    later axes) gives the same numbers however the rows are split; arrays of different
+    lengths let one call split two things at once (linear's dx by rows, dW by units). `shared` goes whole to every call
     (a weight vector, a constant). blocks: how many; by default enough for each block of
     the first array to be about BLOCK_BYTES, rounded to a multiple of the threads, and
     none (one call) when the first array is under MIN_SPLIT_BYTES.
@@ -100,8 +102,8 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
         return [kernel(*arrays, **shared)]
     try:
         threads = min(threads, blocks)
-        cuts = [b * n // blocks for b in range(blocks + 1)]
-        run = lambda part: [kernel(*(a[cuts[b]:cuts[b + 1]] for a in arrays), **shared) for b in part]
+        cuts = [[b * len(a) // blocks for b in range(blocks + 1)] for a in arrays]
+        run = lambda part: [kernel(*(a[c[b]:c[b + 1]] for a, c in zip(arrays, cuts)), **shared) for b in part]
         parts = [range(j * blocks // threads, (j + 1) * blocks // threads) for j in range(threads)]
         workers = _start_workers(threads - 1)[:threads - 1]
         with _one_blas_thread():
