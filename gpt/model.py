@@ -165,8 +165,11 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cache=None):
         B, T, C = x.shape
         H, D = self.n_head, C // self.n_head
-        qkv = self.c_attn(x).reshape(B, T, 3, H, D)  # (B, T, 3C) -> (B, T, 3, H, D)
-        qkv = qkv.transpose(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        qkv = self.c_attn(x)  # (B, T, 3C)
+        if cache is None and not (self.hook.wants("pattern") or self.hook.wants("head_out")):
+            # the fast path: the same arithmetic as below, with the heads as views, never copied
+            return self.resid_dropout(self.c_proj(F.causal_self_attention(qkv, H)))  # (B, T, C)
+        qkv = qkv.reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)  # (B, T, 3C) -> (3, B, H, T, D)
         q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, H, T, D)
         if cache is not None:  # attend over the cached positions too
             k, v = (ng.Tensor(a) for a in cache.store(self.layer, k.data, v.data))  # (B, H, Tk, D)

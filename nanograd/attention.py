@@ -87,6 +87,37 @@ def scaled_dot_product_attention(q, k, v, causal=True):
     return make_result(out, (q, k, v), backward)
 
 
+def causal_self_attention(qkv, n_head):
+    """Causal multi-head self-attention from the packed projection: qkv (B, T, 3C) -> (B, T, C).
+
+    The same arithmetic as cutting qkv into q, k, v of n_head heads each (B, H, T, D), calling
+    scaled_dot_product_attention and merging the heads back (B, T, C). Here the heads are
+    strided views into qkv and into the output, so nothing is split, transposed or merged
+    by copying, and the backward writes dQ, dK and dV straight into one (B, T, 3C) gradient.
+    """
+    xp = backend.get_array_module(qkv.data)
+    if qkv.ndim != 3 or qkv.shape[2] % (3 * n_head):
+        raise ValueError(f"causal_self_attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}, "
+                         f"got {qkv.shape}")
+    B, T, C = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    D = C // n_head
+    q, k, v = _heads(qkv.data, n_head, D)  # each (B, H, T, D)
+    y = xp.empty((B, T, C), qkv.dtype)
+    p = xp.empty((B, n_head, T, T), qkv.dtype)
+    parallel.map_blocks(_forward, p, *_heads(y, n_head, D), q, k, v, causal=True)
+    def backward(g):
+        dqkv = xp.empty((B, T, 3 * C), qkv.dtype)
+        parallel.map_blocks(_backward, p, *_heads(g, n_head, D), q, k, v, *_heads(dqkv, n_head, D), causal=True)
+        return (dqkv,)
+    return make_result(y, (qkv,), backward)
+
+
+def _heads(a, n_head, head_dim):
+    """The heads of a (B, T, m * H * D) array as m views (B, H, T, D): no copies when a is contiguous."""
+    B, T, _ = a.shape
+    return tuple(a.reshape(B, T, -1, n_head, head_dim).transpose(2, 0, 3, 1, 4))
+
+
 def _tiles(tq, tk, causal):
     """[(i0, i1, k0, k1)]: query rows i0:i1 see keys :k1; keys k0:k1 are seen by rows i0: only.
 

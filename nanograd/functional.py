@@ -10,11 +10,11 @@ Left out: 2-D convolutions, pooling, losses other than cross-entropy.
 import math
 
 from . import backend, parallel
-from .attention import scaled_dot_product_attention
+from .attention import causal_self_attention, scaled_dot_product_attention
 from .ops import exp, log, matmul, relu, sigmoid, sqrt, tanh
 from .tensor import Tensor, make_result
 
-__all__ = ["cross_entropy", "dropout", "embedding", "exp", "gelu", "layer_norm", "linear", "log", "log_softmax",
+__all__ = ["causal_self_attention", "cross_entropy", "dropout", "embedding", "exp", "gelu", "layer_norm", "linear", "log", "log_softmax",
            "matmul", "relu", "scaled_dot_product_attention", "sigmoid", "softmax", "softmax_array", "sqrt", "tanh"]
 
 _GELU_C = math.sqrt(2 / math.pi)

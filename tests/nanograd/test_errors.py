@@ -27,6 +27,8 @@ CASES = {
     "embedding_float_ids": (lambda: F.embedding(np.zeros(3), zeros(4, 2)), TypeError, r"ids must be integers"),
     "attention_shapes": (lambda: F.scaled_dot_product_attention(zeros(1, 1, 4, 8), *[zeros(1, 1, 4, 6)] * 2),
                          ValueError, r"q \(1, 1, 4, 8\), k \(1, 1, 4, 6\)"),
+    "packed_attention_width": (lambda: F.causal_self_attention(zeros(2, 3, 10), 2), ValueError,
+                               r"\(B, T, 3C\) with C divisible by n_head=2, got \(2, 3, 10\)"),
     "backward_non_scalar": (lambda: zeros(2, 3, requires_grad=True).exp().backward(), RuntimeError,
                             r"shape \(2, 3\) needs grad=.*\.sum\(\)"),
     "backward_without_grad": (lambda: zeros(2).sum().backward(), RuntimeError, r"does not require grad"),

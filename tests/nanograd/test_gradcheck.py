@@ -101,6 +101,7 @@ OPS = {
     "cross_entropy_BTC": (F.cross_entropy, [normal(2, 3, 5), np.array([[1, -1, 3], [0, 4, -1]])]),
     "attention_causal": (F.scaled_dot_product_attention, ATTENTION),
     "attention_non_causal": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=False), ATTENTION),
+    "causal_self_attention_packed": (lambda qkv: F.causal_self_attention(qkv, 2), [normal(2, 4, 12)]),
     "attention_kv_cache": (F.scaled_dot_product_attention,  # 2 new queries over 5 cached keys
                            [normal(2, 2, 2, 3), normal(2, 2, 5, 3), normal(2, 2, 5, 3)]),
 }

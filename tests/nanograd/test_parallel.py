@@ -104,6 +104,7 @@ FUSED = {  # ops that run through map_blocks, with inputs that split into severa
                                [_rng.standard_normal((3, 2, 7, 3)) for _ in range(3)]),
     "attention_kv_cache_tiled": (F.scaled_dot_product_attention,  # 5 new queries over 8 keys
                                  [_rng.standard_normal((3, 2, 5, 3)), *(_rng.standard_normal((3, 2, 8, 3)) for _ in range(2))]),
+    "causal_self_attention_tiled": (lambda qkv: F.causal_self_attention(qkv, 2), [_rng.standard_normal((3, 7, 12))]),
     "attention_non_causal": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=False),
                              [_rng.standard_normal((3, 2, 7, 3)) for _ in range(3)]),
 }
@@ -147,3 +148,25 @@ def test_adamw_split_matches_unsplit(split, monkeypatch):
     split_result = train()
     parallel.set_num_threads(1)
     np.testing.assert_array_equal(split_result, train())  # elementwise: identical however split
+
+
+@pytest.mark.parametrize("tile", [2, 1 << 30])
+def test_packed_attention_is_split_heads_then_attention_bit_for_bit(tile, split, monkeypatch):
+    """causal_self_attention(qkv) == merge(sdpa(split(qkv))), forward and backward, exactly."""
+    monkeypatch.setattr(attention, "TILE", tile)
+    B, T, H, D = 3, 7, 2, 4
+    qkv = _rng.standard_normal((B, T, 3 * H * D)).astype(np.float32)
+    g = _rng.standard_normal((B, T, H * D)).astype(np.float32)
+
+    def unfused(x):
+        q, k, v = x.reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v).transpose(0, 2, 1, 3).reshape(B, T, H * D)
+
+    results = []
+    for fn in (lambda x: F.causal_self_attention(x, H), unfused):
+        x = ng.Tensor(qkv, requires_grad=True)
+        y = fn(x)
+        y.backward(g)
+        results.append((y.data, x.grad))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
