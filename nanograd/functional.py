@@ -231,6 +231,25 @@ def embedding(idx, weight):
     return make_result(weight.data[ids], (weight,), backward)
 
 
+def _log_sum_exp(z, lse):
+    """lse = max + log(sum(exp(z - max))) of each row of a block z (n, C), into lse (n, 1)."""
+    xp = backend.get_array_module(z)
+    m = z.max(axis=1, keepdims=True)
+    e = xp.subtract(z, m)
+    xp.exp(e, out=e)
+    xp.log(e.sum(axis=1, keepdims=True), out=lse)
+    lse += m
+
+
+def _cross_entropy_backward(z, lse, t, scale, dz):
+    """dz = (softmax(z) - onehot(t)) * scale for a block of rows, into dz."""
+    xp = backend.get_array_module(z)
+    xp.subtract(z, lse, out=dz)
+    xp.exp(dz, out=dz)
+    dz[xp.arange(len(t)), t] -= 1
+    dz *= scale
+
+
 def dropout(x, p=0.1, training=True):
     """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p).
 
@@ -264,15 +283,13 @@ def cross_entropy(logits, targets, ignore_index=-1):
     z = logits.data.reshape(-1, C)  # (N, C)
     t = t.reshape(-1)
     keep = t != ignore_index
-    rows = xp.arange(len(t))
     safe_t = xp.where(keep, t, 0)
-    m = z.max(axis=1, keepdims=True)
-    lse = m + xp.log(xp.exp(z - m).sum(axis=1, keepdims=True))  # (N, 1) log-sum-exp
+    lse = xp.empty((len(z), 1), z.dtype)  # log-sum-exp of each row
+    parallel.map_blocks(_log_sum_exp, z, lse)
     n = max(int(keep.sum()), 1)
-    loss = ((lse[:, 0] - z[rows, safe_t]) * keep).sum() / n
+    loss = ((lse[:, 0] - z[xp.arange(len(t)), safe_t]) * keep).sum() / n
     def backward(g):
-        dz = xp.exp(z - lse)  # softmax, (N, C)
-        dz[rows, safe_t] -= 1
-        dz *= (keep * (g / n)).astype(dz.dtype)[:, None]
+        dz = xp.empty_like(z)
+        parallel.map_blocks(_cross_entropy_backward, z, lse, safe_t, (keep * (g / n)).astype(z.dtype)[:, None], dz)
         return (dz.reshape(logits.shape),)
     return make_result(xp.asarray(loss, dtype=logits.dtype), (logits,), backward)

@@ -104,6 +104,7 @@ FUSED = {  # ops that run through map_blocks, with inputs that split into severa
                                [_rng.standard_normal((3, 2, 7, 3)) for _ in range(3)]),
     "attention_kv_cache_tiled": (F.scaled_dot_product_attention,  # 5 new queries over 8 keys
                                  [_rng.standard_normal((3, 2, 5, 3)), *(_rng.standard_normal((3, 2, 8, 3)) for _ in range(2))]),
+    "cross_entropy": (lambda z: F.cross_entropy(z, np.array([1, -1, 4, 0, 2, 2])), [_rng.standard_normal((6, 5))]),
     "causal_self_attention_tiled": (lambda qkv: F.causal_self_attention(qkv, 2), [_rng.standard_normal((3, 7, 12))]),
     "attention_non_causal": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=False),
                              [_rng.standard_normal((3, 2, 7, 3)) for _ in range(3)]),
