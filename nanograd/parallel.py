@@ -60,6 +60,10 @@ def set_num_threads(n):
         _workers.clear()
 
 
+if hasattr(os, "register_at_fork"):  # a forked child has none of our threads: start afresh there
+    os.register_at_fork(after_in_child=_workers.clear)
+
+
 def _serve(tasks, results):
     """A worker thread: run each task it is handed, hand back (ok, value or exception)."""
     while (task := tasks.get()) is not None:

@@ -171,3 +171,16 @@ def test_packed_attention_is_split_heads_then_attention_bit_for_bit(tile, split,
         results.append((y.data, x.grad))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_workers(split):
+    import os
+    x, y = np.ones((6, 2)), np.zeros((6, 2))
+    parallel.map_blocks(lambda a, b: np.multiply(a, 2, out=b), x, y)  # the parent's workers exist now
+    pid = os.fork()
+    if pid == 0:  # the child: without fresh workers this call would wait forever
+        parallel.map_blocks(lambda a, b: np.multiply(a, 3, out=b), x, y)
+        os._exit(0 if (y == 3).all() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
