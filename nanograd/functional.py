@@ -5,17 +5,25 @@ it lets the backward reuse what the forward computed. Each docstring gives the f
 its backward implements; `tests/nanograd/test_gradcheck.py` checks each one against
 finite differences in float64.
 
+The heavy ones (gelu, layer_norm, linear, cross_entropy) keep their arithmetic in small
+private kernels (`_gelu_forward`, `_layer_norm_backward`, ...) that work in place on a block
+of rows; `parallel.map_blocks` runs a kernel over the blocks on every core (`tests/nanograd/test_parallel.py` checks that the
+split answer is the unsplit one).
+
 Left out: 2-D convolutions, pooling, losses other than cross-entropy.
 """
 import math
+
+import numpy as np
 
 from . import backend, parallel
 from .attention import causal_self_attention, scaled_dot_product_attention
 from .ops import exp, log, matmul, relu, sigmoid, sqrt, tanh
 from .tensor import Tensor, make_result
 
-__all__ = ["causal_self_attention", "cross_entropy", "dropout", "embedding", "exp", "gelu", "layer_norm", "linear", "log", "log_softmax",
-           "matmul", "relu", "scaled_dot_product_attention", "sigmoid", "softmax", "softmax_array", "sqrt", "tanh"]
+__all__ = ["causal_self_attention", "cross_entropy", "dropout", "embedding", "exp", "gelu", "layer_norm", "linear",
+           "log", "log_softmax", "matmul", "relu", "scaled_dot_product_attention", "sigmoid", "softmax",
+           "softmax_array", "sqrt", "tanh"]
 
 _GELU_C = math.sqrt(2 / math.pi)
 
@@ -46,7 +54,8 @@ def _gelu_forward(a, e, y):
     e *= -2 * _GELU_C * 0.044715
     e -= 2 * _GELU_C
     e *= a                             # -2u = -2c (a + 0.044715 a^3)
-    xp.exp(e, out=e)
+    with np.errstate(over="ignore"):   # a < -10 or so: exp overflows to inf, y = a / inf = -0, as it should
+        xp.exp(e, out=e)
     e += 1
     xp.divide(a, e, out=y)
 

@@ -8,6 +8,7 @@ logits of +-1e4 give finite values and gradients, and log_softmax is log(softmax
 """
 import math
 import operator
+import warnings
 
 import numpy as np
 import pytest
@@ -105,3 +106,17 @@ def test_log_softmax_is_log_of_softmax(x):
         reference = np.log(F.softmax(Tensor(x)).data)
     normal = reference > np.log(np.finfo(np.float64).tiny)  # exp underflows (to 0) below this
     np.testing.assert_allclose(F.log_softmax(Tensor(x)).data[normal], reference[normal], rtol=1e-9, atol=1e-9)
+
+
+@given(x=hnp.arrays(np.float32, SHAPES, elements=st.floats(-1e4, 1e4, width=32)))
+def test_gelu_is_the_tanh_formula_everywhere_without_warnings(x):
+    """The exp form x sigmoid(2u) equals GPT-2's x/2 (1 + tanh(u)), overflow included (no warning)."""
+    t = Tensor(x, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = F.gelu(t)
+        y.sum().backward()
+    x64 = x.astype(np.float64)
+    u = math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64 ** 3)
+    np.testing.assert_allclose(y.data, 0.5 * x64 * (1 + np.tanh(u)), rtol=1e-5, atol=1e-6)
+    assert np.isfinite(t.grad).all()
