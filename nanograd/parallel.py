@@ -3,9 +3,10 @@
 NumPy's ufuncs run on one core: `np.tanh` over a large array uses one core while the
 others wait. NumPy releases the GIL inside every ufunc and every matmul, though, so plain
 Python threads can run the same kernel on different rows of an array at the same time.
-Each thread takes a few large blocks (BLOCK_BYTES of the first array): every NumPy call
-hands the GIL back and forth between the threads, so a kernel should make few calls on
-big pieces; blocks of a few MB also keep a kernel's chain of in-place passes in cache.
+Each thread takes its share of the blocks (BLOCK_BYTES of the first array each). Blocks
+about the size of a core's L2 cache keep a kernel's chain of in-place passes in cache;
+much smaller ones lose more to the GIL, which every NumPy call hands back and forth
+between the threads.
 
     y = np.empty_like(x)
     map_blocks(lambda x, y: np.tanh(x, out=y), x, y)   # y = tanh(x), on all cores
@@ -30,7 +31,7 @@ import threading
 
 import numpy as np
 
-BLOCK_BYTES = 4 << 20  # bytes of the first array per block (measured: 256 KB to 1 GB, 4 MB was best)
+BLOCK_BYTES = 1 << 20  # bytes of the first array per block: about one L2 cache (1 MB beat 256 KB, 2, 4 MB and 1 GB)
 MIN_SPLIT_BYTES = 512 << 10  # below this, handing work to another thread costs more than it saves
 _num_threads = None
 _workers = []  # one (tasks, results) pair of queues per worker thread
