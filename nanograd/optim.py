@@ -8,6 +8,8 @@ Left out: Adam's amsgrad, Nesterov momentum, fused multi-tensor kernels.
 """
 import math
 
+import numpy as np
+
 from . import backend, parallel
 
 
@@ -59,23 +61,86 @@ class AdamW(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        self._flat = {}  # id of a group's first small parameter -> its flat buffers
 
     def step(self):
         for group in self.param_groups:
-            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is not None:
-                    self._update(p, p.grad, lr, b1, b2, eps, wd)
+            hyper = dict(lr=group["lr"], b1=group["betas"][0], b2=group["betas"][1], eps=group["eps"],
+                         wd=group["weight_decay"])
+            params = [p for p in group["params"] if p.grad is not None]
+            small = [p for p in params if _fits_flat(p, params)]
+            if len(small) < 2 or len({self._moments(p)["step"] for p in small}) > 1:
+                small = []  # one at a time (a parameter that missed steps has its own bias correction)
+            else:
+                self._update_together(small, hyper)
+            together = {id(p) for p in small}
+            for p in params:
+                if id(p) not in together:
+                    self._update(p, hyper)
 
-    def _update(self, p, g, lr, b1, b2, eps, wd):
-        xp = backend.get_array_module(p.data)
+    def _moments(self, p):
+        """This parameter's state, zero moments on its first step."""
         s = self.state.get(id(p))
-        if s is None:  # first step: zero moments
+        if s is None:
+            xp = backend.get_array_module(p.data)
             s = self.state[id(p)] = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
+        return s
+
+    def _update(self, p, hyper):
+        """One parameter, in blocks over the threads."""
+        s = self._moments(p)
         s["step"] += 1
-        t = s["step"]
-        parallel.map_blocks(_adamw_kernel, p.data, g, s["exp_avg"], s["exp_avg_sq"], lr=lr, b1=b1, b2=b2, eps=eps,
-                            wd=wd, bias1=1 - b1 ** t, bias2=1 - b2 ** t)
+        parallel.map_blocks(_adamw_kernel, p.data, p.grad, s["exp_avg"], s["exp_avg_sq"], **hyper,
+                            bias1=1 - hyper["b1"] ** s["step"], bias2=1 - hyper["b2"] ** s["step"])
+
+    def _update_together(self, params, hyper):
+        """Many small parameters as one: they live in one flat buffer, their moments in two.
+
+        A small parameter's update is a dozen NumPy calls on a few thousand numbers, so
+        their overhead, not the arithmetic, is the cost; as one flat array the update is a
+        dozen calls in all, split over the threads. p.data and the moments become views
+        into the flat buffers (state_dict still sees them per parameter); if anything
+        rebinds one (loading a checkpoint), the buffers are rebuilt from the current values.
+        """
+        states = [self._moments(p) for p in params]
+        t = states[0]["step"] + 1
+        flat = self._flat.get(id(params[0]))
+        if flat is None or not _views_of(flat, params, states):
+            flat = self._flat[id(params[0])] = _flatten(params, states)
+        for s in states:
+            s["step"] = t
+        grads = np.concatenate([p.grad.ravel() for p in params])
+        parallel.map_blocks(_adamw_kernel, flat["p"], grads, flat["m"], flat["v"], **hyper,
+                            bias1=1 - hyper["b1"] ** t, bias2=1 - hyper["b2"] ** t)
+
+
+FLAT_BYTES = 512 << 10  # parameters smaller than this are updated together (AdamW._update_together)
+
+
+def _fits_flat(p, params):
+    """Whether p can join params[0]'s flat update: a small float NumPy array of the same dtype."""
+    return isinstance(p.data, np.ndarray) and p.data.nbytes < FLAT_BYTES and p.data.dtype == params[0].data.dtype
+
+
+def _flatten(params, states):
+    """One flat array each for the parameters and their two moments; rebind them all as views."""
+    flat = {key: np.concatenate([a.ravel() for a in arrays])
+            for key, arrays in (("p", [p.data for p in params]), ("m", [s["exp_avg"] for s in states]),
+                                ("v", [s["exp_avg_sq"] for s in states]))}
+    start = 0
+    for p, s in zip(params, states):
+        view = lambda key: flat[key][start:start + p.data.size].reshape(p.shape)
+        p.data, s["exp_avg"], s["exp_avg_sq"] = view("p"), view("m"), view("v")
+        start += p.data.size
+    flat["ids"] = [id(p) for p in params]
+    return flat
+
+
+def _views_of(flat, params, states):
+    """Whether the flat buffers still back exactly these parameters and moments."""
+    return (flat["ids"] == [id(p) for p in params]
+            and all(p.data.base is flat["p"] and s["exp_avg"].base is flat["m"] and s["exp_avg_sq"].base is flat["v"]
+                    for p, s in zip(params, states)))
 
 
 def _adamw_kernel(p, g, m, v, lr, b1, b2, eps, wd, bias1, bias2):
