@@ -2,9 +2,11 @@
 
 Both optimizers take a list of parameters or of parameter groups (dicts with "params"
 and their own hyperparameters), update `.data` in place, and save and restore their
-state so that a resumed run continues exactly.
+state so that a resumed run continues exactly. AdamW's update is one kernel
+(`_adamw_kernel`) run over blocks of a large parameter, or once over a flat buffer that
+holds all the small ones (`AdamW._update_together`), on every core.
 
-Left out: Adam's amsgrad, Nesterov momentum, fused multi-tensor kernels.
+Left out: Adam's amsgrad, Nesterov momentum, a flat buffer for SGD.
 """
 import math
 
