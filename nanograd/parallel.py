@@ -90,10 +90,11 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
     array of N rows holding rows b N / blocks up to (b + 1) N / blocks. Arrays of equal
     length are cut alike, so a kernel that is row-wise (elementwise, or a reduction along
     later axes) gives the same numbers however the rows are split; arrays of different
-    lengths let one call split two things at once (linear's dx by rows, dW by units). `shared` goes whole to every call
-    (a weight vector, a constant). blocks: how many; by default enough for each block of
-    the first array to be about BLOCK_BYTES, rounded to a multiple of the threads, and
-    none (one call) when the first array is under MIN_SPLIT_BYTES.
+    lengths let one call split two things at once (linear's dx by rows, dW by units).
+    `shared` goes whole to every call (a weight vector, a constant). blocks: how many; by
+    default enough for each block of the first array to be about BLOCK_BYTES, rounded to a
+    multiple of the threads, and none (one call) when the first array is under
+    MIN_SPLIT_BYTES.
     """
     first = arrays[0]
     n = first.shape[0] if first.ndim else 1
