@@ -73,7 +73,7 @@ class AdamW(Optimizer):
             small = [p for p in params if _fits_flat(p, params)]
             if len(small) < 2 or len({self._moments(p)["step"] for p in small}) > 1:
                 small = []  # one at a time (a parameter that missed steps has its own bias correction)
-            else:
+            if small:
                 self._update_together(small, hyper)
             together = {id(p) for p in small}
             for p in params:
