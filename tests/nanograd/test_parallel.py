@@ -6,6 +6,7 @@ are then gradchecked in float64 and compared with their unsplit results in float
 Attention's causal tiles are shrunk the same way (TILE = 2), so a 7-step sequence is cut
 into tiles 2, 2, 2, 1 and the tiled forward and backward are checked too.
 """
+import os
 import threading
 import time
 
@@ -173,9 +174,8 @@ def test_packed_attention_is_split_heads_then_attention_bit_for_bit(tile, split,
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_starts_its_own_workers(split):
-    import os
     x, y = np.ones((6, 2)), np.zeros((6, 2))
     parallel.map_blocks(lambda a, b: np.multiply(a, 2, out=b), x, y)  # the parent's workers exist now
     pid = os.fork()
