@@ -196,13 +196,13 @@ def linear(x, weight, bias=None):
     y = xp.empty((len(x2), weight.shape[0]), x2.dtype)  # (N, out)
     parallel.map_blocks(_linear_forward, x2, y, weight=weight.data, bias=None if bias is None else bias.data,
                         blocks=threads)
-    def backward(g):  # all computed; the engine drops what a parent does not need
+    def backward(g):
         g2 = g.reshape(-1, weight.shape[0])  # (N, out)
-        dx, dw = xp.empty_like(x2), xp.empty_like(weight.data)
-        db = None if bias is None else xp.empty_like(bias.data)
-        parallel.map_blocks(_linear_backward, g2, g2.T, dx, dw, *_present((db,)), x=x2, weight=weight.data,
-                            blocks=threads)
-        return _present((dx.reshape(x.shape), dw, db), (x, weight, bias))
+        dx = xp.empty_like(x2) if x.requires_grad else None
+        dw = xp.empty_like(weight.data) if weight.requires_grad else None
+        db = xp.empty_like(bias.data) if bias is not None and bias.requires_grad else None
+        parallel.map_blocks(_linear_backward, g2, g2.T, dx, dw, db, x=x2, weight=weight.data, blocks=threads)
+        return _present((None if dx is None else dx.reshape(x.shape), dw, db), (x, weight, bias))
     return make_result(y.reshape(*x.shape[:-1], weight.shape[0]), _present((x, weight, bias)), backward)
 
 
@@ -213,12 +213,15 @@ def _linear_forward(x, y, weight, bias):
         y += bias
 
 
-def _linear_backward(g, gt, dx, dw, db=None, *, x, weight):
+def _linear_backward(g, gt, dx, dw, db, *, x, weight):
     """One share of linear's backward: dx = g @ W for a block of rows of g (N, out), and
-    dW = g^T @ x, db = row sums of g^T for a block of output units (gt: rows of g^T)."""
+    dW = g^T @ x, db = row sums of g^T for a block of output units (gt: rows of g^T).
+    Each output is skipped when None (its input needs no gradient)."""
     xp = backend.get_array_module(g)
-    xp.matmul(g, weight, out=dx)
-    xp.matmul(gt, x, out=dw)
+    if dx is not None:
+        xp.matmul(g, weight, out=dx)
+    if dw is not None:
+        xp.matmul(gt, x, out=dw)
     if db is not None:
         gt.sum(axis=1, out=db)
 

@@ -90,7 +90,8 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
     array of N rows holding rows b N / blocks up to (b + 1) N / blocks. Arrays of equal
     length are cut alike, so a kernel that is row-wise (elementwise, or a reduction along
     later axes) gives the same numbers however the rows are split; arrays of different
-    lengths let one call split two things at once (linear's dx by rows, dW by units).
+    lengths let one call split two things at once (linear's dx by rows, dW by units). A
+    None among them (an output nobody needs) reaches every block as None.
     `shared` goes whole to every call (a weight vector, a constant). blocks: how many; by
     default enough for each block of the first array to be about BLOCK_BYTES, rounded to a
     multiple of the threads, and none (one call) when the first array is under
@@ -108,8 +109,9 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
         return [kernel(*arrays, **shared)]
     try:
         threads = min(threads, blocks)
-        cuts = [[b * len(a) // blocks for b in range(blocks + 1)] for a in arrays]
-        run = lambda part: [kernel(*(a[c[b]:c[b + 1]] for a, c in zip(arrays, cuts)), **shared) for b in part]
+        cuts = [None if a is None else [b * len(a) // blocks for b in range(blocks + 1)] for a in arrays]
+        run = lambda part: [kernel(*(a if c is None else a[c[b]:c[b + 1]] for a, c in zip(arrays, cuts)), **shared)
+                            for b in part]
         parts = [range(j * blocks // threads, (j + 1) * blocks // threads) for j in range(threads)]
         workers = _start_workers(threads - 1)[:threads - 1]
         with _one_blas_thread():

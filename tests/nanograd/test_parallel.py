@@ -55,6 +55,20 @@ def test_blocks_argument_and_small_arrays(split, monkeypatch):
     assert parallel.map_blocks(lambda x: len(x), x) == [7]  # too small to be worth a thread
 
 
+def test_none_reaches_every_block_as_none(split):
+    assert parallel.map_blocks(lambda x, nothing: nothing, np.ones((5, 2)), None) == [None] * 5
+
+
+def test_split_linear_computes_only_the_gradients_asked_for(split):
+    rng = np.random.default_rng(5)
+    x = ng.Tensor(rng.standard_normal((7, 4)))  # a constant input: no dx
+    w, b = ng.Tensor(rng.standard_normal((3, 4)), requires_grad=True), ng.Tensor(rng.standard_normal(3))
+    g = rng.standard_normal((7, 3))
+    F.linear(x, w, b).backward(g)
+    np.testing.assert_allclose(w.grad, g.T @ x.data, rtol=1e-12)
+    assert x.grad is None and b.grad is None
+
+
 def test_one_thread_is_one_call(split):
     parallel.set_num_threads(1)
     assert parallel.map_blocks(lambda x: len(x), np.ones((9, 2))) == [9]
