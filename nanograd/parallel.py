@@ -16,27 +16,41 @@ the output blocks, and may return a value per block (a partial sum), which map_b
 returns in row order. On CuPy arrays, with one thread, or for arrays under
 MIN_SPLIT_BYTES, it is a single call `kernel(*arrays)`: the same code, just not split.
 
-Kernels may call matmul. While they run in threads, OpenBLAS is told to use one thread
-per call (its own threads would otherwise compete with ours for the same cores, which
-measured 1.7x slower on attention); outside, its threading is left as it was.
+Handing work to a thread that sleeps costs 30-300 us on a virtual machine, where an idle CPU
+is halted and must be woken. So, like OpenMP runtimes, the workers spin between calls: after
+a task a worker waits for the next on a spin lock (in C, with the GIL released), and a
+watchdog thread sends it back to sleep once no call has come for SPIN_SECONDS. Only when
+there are no more threads than CPUs; a spinning worker would otherwise take a core that
+somebody needs.
+
+Kernels may call matmul. While the workers are up, OpenBLAS is told to use one thread per
+call (its own threads would otherwise compete with ours for the same cores, which measured
+1.7x slower on attention); when they sleep, its threading is restored.
 
 Left out: process pools, NUMA placement, work stealing (rows are split evenly).
 """
-import contextlib
 import ctypes
+import ctypes.util
 import os
 import queue
 import re
 import threading
+import time
 
 import numpy as np
 
 BLOCK_BYTES = 1 << 20  # bytes of the first array per block: about one L2 cache (1 MB beat 256 KB, 2, 4 MB and 1 GB)
 MIN_SPLIT_BYTES = 512 << 10  # below this, handing work to another thread costs more than it saves
+SPIN_SECONDS = 0.02  # after a call, workers spin this long for the next before they sleep (0: never spin)
 _num_threads = None
-_workers = []  # one (tasks, results) pair of queues per worker thread
-_busy = threading.Lock()  # held while a map_blocks call is spread over the workers
+_workers = []  # the worker threads (_Worker), started on first use
+_watchdog = []  # its thread, started with the first worker
+_busy = threading.Lock()  # held while a map_blocks call is spread over the workers, or they are sent to sleep
 _openblas = []  # [(get_num_threads, set_num_threads) or None], looked up once
+_spin_functions = []  # [glibc's pthread_spin_* or None], looked up once
+_hot = threading.Event()  # set by a split call, cleared when the watchdog sends the workers to sleep
+_blas_before = []  # OpenBLAS's thread count from before the workers started spinning
+_last_call = 0.0  # time.perf_counter() when the last split call ended
 
 
 def get_num_threads():
@@ -44,9 +58,13 @@ def get_num_threads():
     global _num_threads
     if _num_threads is None:
         env = os.environ.get("NANOGRAD_NUM_THREADS")
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        _num_threads = int(env) if env else cpus or 1
+        _num_threads = int(env) if env else _cpus()
     return _num_threads
+
+
+def _cpus():
+    """How many CPUs this process may run on."""
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
 
 
 def set_num_threads(n):
@@ -56,31 +74,116 @@ def set_num_threads(n):
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
     with _busy:
         _num_threads = int(n)
-        for tasks, _ in _workers:
-            tasks.put(None)  # the worker returns
+        _sleep_workers()
+        for worker in _workers:
+            worker.tasks.put(None)  # the worker returns
         _workers.clear()
 
 
-if hasattr(os, "register_at_fork"):  # a forked child has none of our threads: start afresh there
-    os.register_at_fork(after_in_child=_workers.clear)
+def sleep_workers():
+    """Send spinning workers to sleep now, and give OpenBLAS back its threads (the watchdog
+    does this SPIN_SECONDS after the last call anyway)."""
+    with _busy:
+        _sleep_workers()
 
 
-def _serve(tasks, results):
-    """A worker thread: run each task it is handed, hand back (ok, value or exception)."""
-    while (task := tasks.get()) is not None:
-        try:
-            results.put((True, task()))
-        except BaseException as e:  # re-raised in the caller's thread
-            results.put((False, e))
+def _forget_workers():
+    """In a forked child: none of the parent's threads exist here; start afresh."""
+    _workers.clear()
+    _watchdog.clear()
+    _hot.clear()
+    _blas_before.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
+class _Worker:
+    """A worker thread and its hand-offs: a queue it sleeps on, and a spin lock it waits on
+    between calls (the module's docstring says why). Spinning replaced a tenth of a small
+    model's training step spent waking threads; OpenMP runtimes do the same (KMP_BLOCKTIME).
+    """
+
+    def __init__(self, name):
+        self.tasks = queue.SimpleQueue()  # the sleeping worker's hand-off
+        self.go, self.done = _held_lock(), _held_lock()  # released to hand over a task, a result
+        self.task = self.result = None
+        self.spinning = False  # where the worker waits after its task: on go (True) or on tasks
+        threading.Thread(target=self._serve, daemon=True, name=name).start()
+
+    def submit(self, task, spin):
+        """Hand over task(); afterwards the worker spins on go (spin) or sleeps on tasks."""
+        was_spinning, self.spinning, self.task = self.spinning, spin, task
+        if was_spinning:
+            self.go.release()
+        else:
+            self.tasks.put(task)
+
+    def join(self):
+        """(True, what task() returned) or (False, the exception it raised)."""
+        self.done.acquire()
+        return self.result
+
+    def _serve(self):
+        task = self.tasks.get()
+        while task is not None:  # None: stop
+            try:
+                self.result = (True, task())
+            except BaseException as e:  # re-raised in the caller's thread
+                self.result = (False, e)
+            spin = self.spinning  # read before the caller may submit again (it reads the same value then)
+            self.done.release()
+            if spin:
+                self.go.acquire()
+                task = self.task
+            else:
+                task = self.tasks.get()
 
 
 def _start_workers(n):
-    """n worker threads, each fed through its own queue (a queue.SimpleQueue hand-off costs ~15 us)."""
+    """n worker threads, and the watchdog that puts them to sleep when calls stop coming."""
+    if not _watchdog:
+        _watchdog.append(threading.Thread(target=_watch, daemon=True, name="nanograd-watchdog"))
+        _watchdog[0].start()
     while len(_workers) < n:
-        queues = queue.SimpleQueue(), queue.SimpleQueue()
-        threading.Thread(target=_serve, args=queues, daemon=True, name=f"nanograd-{len(_workers)}").start()
-        _workers.append(queues)
+        _workers.append(_Worker(f"nanograd-{len(_workers)}"))
     return _workers
+
+
+def _watch():
+    """The watchdog: once no split call has come for SPIN_SECONDS, the spinning workers sleep."""
+    while True:
+        _hot.wait()
+        time.sleep(max(SPIN_SECONDS, 1e-3))
+        if time.perf_counter() - _last_call > SPIN_SECONDS and _busy.acquire(blocking=False):
+            try:
+                _sleep_workers()
+            finally:
+                _busy.release()
+
+
+def _sleep_workers():
+    """Send spinning workers to sleep (an empty task with spin=False) and restore OpenBLAS; hold _busy."""
+    for worker in _workers:
+        if worker.spinning:
+            worker.submit(lambda: None, spin=False)
+            worker.join()
+    blas = _find_openblas()
+    if blas and _blas_before:
+        blas[1](_blas_before.pop())
+    _hot.clear()
+
+
+def _spin_up():
+    """A split call starts: OpenBLAS goes to one thread per call until the workers sleep again,
+    as its own threads would fight ours for the cores (measured 1.7x slower on attention)."""
+    if not _hot.is_set():
+        blas = _find_openblas()
+        if blas:
+            _blas_before.append(blas[0]())
+            blas[1](1)
+        _hot.set()
 
 
 def map_blocks(kernel, *arrays, blocks=None, **shared):
@@ -97,6 +200,7 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
     multiple of the threads, and none (one call) when the first array is under
     MIN_SPLIT_BYTES.
     """
+    global _last_call
     first = arrays[0]
     n = first.shape[0] if first.ndim else 1
     threads = get_num_threads()
@@ -114,36 +218,63 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
                             for b in part]
         parts = [range(j * blocks // threads, (j + 1) * blocks // threads) for j in range(threads)]
         workers = _start_workers(threads - 1)[:threads - 1]
-        with _one_blas_thread():
-            for (tasks, _), part in zip(workers, parts[1:]):
-                tasks.put(lambda part=part: run(part))
-            try:
-                results = run(parts[0])  # this thread takes the first share
-            finally:
-                done = [results_queue.get() for _, results_queue in workers]  # every worker, even if ours failed
+        _spin_up()
+        for worker, part in zip(workers, parts[1:]):
+            worker.submit(lambda part=part: run(part), spin=SPIN_SECONDS > 0 and threads <= _cpus())
+        try:
+            results = run(parts[0])  # this thread takes the first share
+        finally:
+            done = [worker.join() for worker in workers]  # every worker, even if ours failed
         for ok, value in done:
             if not ok:
                 raise value
             results += value
         return results
     finally:
+        _last_call = time.perf_counter()
         _busy.release()
 
 
-@contextlib.contextmanager
-def _one_blas_thread():
-    """OpenBLAS on one thread per call inside the block; a no-op for other BLAS libraries."""
-    blas = _find_openblas()
-    if blas is None:
-        yield
-        return
-    get, set_ = blas
-    before = get()
-    set_(1)
-    try:
-        yield
-    finally:
-        set_(before)
+def _held_lock():
+    """A lock, already acquired, that another thread releases to hand something over.
+
+    A pthread spin lock where glibc has one: acquire() busy-waits in C, and ctypes drops the
+    GIL around the call, so a waiting thread holds a core but not the interpreter. Elsewhere a
+    threading.Lock, whose acquire() sleeps: slower hand-offs, same answers.
+    """
+    if _libc_spin() is None:
+        lock = threading.Lock()
+    else:
+        lock = _SpinLock()
+    lock.acquire()
+    return lock
+
+
+class _SpinLock:
+    """pthread_spinlock_t (an int on Linux) with acquire() and release()."""
+
+    def __init__(self):
+        init, self._lock, self._unlock = _libc_spin()
+        self._int = ctypes.c_int(0)
+        self._ref = ctypes.byref(self._int)
+        init(self._ref, 0)
+
+    def acquire(self):
+        self._lock(self._ref)
+
+    def release(self):
+        self._unlock(self._ref)
+
+
+def _libc_spin():
+    """glibc's (pthread_spin_init, pthread_spin_lock, pthread_spin_unlock), or None."""
+    if not _spin_functions:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _spin_functions.append((libc.pthread_spin_init, libc.pthread_spin_lock, libc.pthread_spin_unlock))
+        except (OSError, AttributeError):  # no glibc (macOS, Windows)
+            _spin_functions.append(None)
+    return _spin_functions[0]
 
 
 def _find_openblas():

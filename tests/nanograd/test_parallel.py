@@ -94,13 +94,57 @@ def test_a_failing_block_raises_after_every_block_finished(split):
     assert sum(done) == 5
 
 
-def test_blas_threads_are_restored(split):
+@pytest.fixture
+def spin(monkeypatch):
+    """Workers spin between calls even with more threads than CPUs (they do not, normally)."""
+    monkeypatch.setattr(parallel, "_cpus", lambda: 64)
+
+
+def test_more_threads_than_cpus_never_spin(split, monkeypatch):
+    monkeypatch.setattr(parallel, "_cpus", lambda: 2)
+    parallel.map_blocks(lambda a: a * 2, np.ones((8, 8)))  # three threads
+    assert parallel._workers and not any(w.spinning for w in parallel._workers)
+
+
+def test_blas_threads_are_restored_when_the_workers_sleep(split, spin):
     blas = parallel._find_openblas()
     if blas is None:
         pytest.skip("NumPy's BLAS here is not OpenBLAS")
     before = blas[0]()
     parallel.map_blocks(lambda a: a @ a.T, np.ones((8, 8)))
-    assert blas[0]() == before
+    assert all(w.spinning for w in parallel._workers) and blas[0]() == 1  # hot: one BLAS thread per call
+    parallel.sleep_workers()
+    assert not any(w.spinning for w in parallel._workers) and blas[0]() == before
+
+
+def test_the_watchdog_sends_idle_workers_to_sleep(split, spin, monkeypatch):
+    monkeypatch.setattr(parallel, "SPIN_SECONDS", 0.005)
+    parallel.map_blocks(lambda a: a * 2, np.ones((8, 8)))
+    assert any(w.spinning for w in parallel._workers)
+    deadline = time.monotonic() + 5
+    while parallel._hot.is_set() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not any(w.spinning for w in parallel._workers) and not parallel._hot.is_set()
+    x = np.ones((8, 8))  # sleeping workers are woken through their queues
+    assert sum(parallel.map_blocks(lambda a: len(a), x)) == 8
+
+
+def test_calls_racing_the_watchdog_all_complete(split, spin, monkeypatch):
+    """Workers go to sleep and wake again hundreds of times: no hand-off is lost."""
+    monkeypatch.setattr(parallel, "SPIN_SECONDS", 1e-4)  # the watchdog looks every millisecond
+    x = np.arange(24.0).reshape(12, 2)
+    pauses = np.random.default_rng(0).uniform(0, 2e-3, 300)
+    for pause in pauses:
+        assert np.concatenate(parallel.map_blocks(lambda a: a[:, 0] * 2, x)).tolist() == (x[:, 0] * 2).tolist()
+        time.sleep(pause)
+
+
+def test_workers_that_never_spin_give_the_same_answers(split, monkeypatch):
+    monkeypatch.setattr(parallel, "SPIN_SECONDS", 0)
+    x = np.arange(24.0).reshape(12, 2)
+    for _ in range(3):
+        assert np.concatenate(parallel.map_blocks(lambda a: a[:, 0] * 2, x)).tolist() == (x[:, 0] * 2).tolist()
+    assert not any(w.spinning for w in parallel._workers)
 
 
 def test_set_num_threads_rejects_zero():
@@ -198,3 +242,13 @@ def test_a_forked_child_starts_its_own_workers(split):
         os._exit(0 if (y == 3).all() else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
+
+
+def test_without_spin_locks_plain_locks_hand_over_the_work(split, spin, monkeypatch):
+    monkeypatch.setattr(parallel, "_spin_functions", [None])  # as where glibc is missing
+    parallel.set_num_threads(3)  # fresh workers, built on threading.Lock
+    assert isinstance(parallel._workers[0].go if parallel._workers else parallel._held_lock(), type(threading.Lock()))
+    x = np.arange(24.0).reshape(12, 2)
+    for _ in range(3):  # the first call wakes them through their queues, the next through their locks
+        assert np.concatenate(parallel.map_blocks(lambda a: a[:, 0] * 2, x)).tolist() == (x[:, 0] * 2).tolist()
+    assert isinstance(parallel._workers[0].go, type(threading.Lock()))
