@@ -119,8 +119,8 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
         dx = xp.empty_like(x2)
         parts = parallel.map_blocks(_layer_norm_backward, xp.ascontiguousarray(g).reshape(-1, C), xhat, rstd, dx,
                                     weight=w)
-        dw = sum(p[0] for p in parts) if weight is not None and weight.requires_grad else None
-        db = sum(p[1] for p in parts) if bias is not None and bias.requires_grad else None
+        dw = _summed([p[0] for p in parts]) if weight is not None and weight.requires_grad else None
+        db = _summed([p[1] for p in parts]) if bias is not None and bias.requires_grad else None
         return _present((dx.reshape(x.shape), dw, db), (x, weight, bias))
     return make_result(y.reshape(x.shape), _present((x, weight, bias)), backward)
 
@@ -183,9 +183,10 @@ def linear(x, weight, bias=None):
     """y = x @ W^T + b, as gemms over blocks of rows. x (..., in), W (out, in), b (out,).
 
     Backward with g (N, out), x as (N, in): dx = g @ W, dW = g^T @ x, db = sum over rows of g.
-    Each thread takes a share of the rows of y and dx, and a share of the rows of dW and
-    db (the columns of g), so no thread's result overlaps another's. BLAS runs one thread
-    inside each share (see nanograd.parallel).
+    Each thread takes a block of rows: its rows of y and dx, and its rows' share of dW and
+    db (a sum over rows is the sum of the blocks' sums), added up at the end. A thread thus
+    reads its rows of g and x once, for dx and dW both. BLAS runs one thread inside each
+    block (see nanograd.parallel).
     """
     xp = backend.get_array_module(x.data)
     if weight.shape[-1] != x.shape[-1]:
@@ -199,9 +200,9 @@ def linear(x, weight, bias=None):
     def backward(g):
         g2 = g.reshape(-1, weight.shape[0])  # (N, out)
         dx = xp.empty_like(x2) if x.requires_grad else None
-        dw = xp.empty_like(weight.data) if weight.requires_grad else None
-        db = xp.empty_like(bias.data) if bias is not None and bias.requires_grad else None
-        parallel.map_blocks(_linear_backward, g2, g2.T, dx, dw, db, x=x2, weight=weight.data, blocks=threads)
+        parts = parallel.map_blocks(_linear_backward, g2, x2, dx, weight=weight.data, want_dw=weight.requires_grad,
+                                    want_db=bias is not None and bias.requires_grad, blocks=threads)
+        dw, db = (_summed(share) for share in zip(*parts))
         return _present((None if dx is None else dx.reshape(x.shape), dw, db), (x, weight, bias))
     return make_result(y.reshape(*x.shape[:-1], weight.shape[0]), _present((x, weight, bias)), backward)
 
@@ -213,17 +214,21 @@ def _linear_forward(x, y, weight, bias):
         y += bias
 
 
-def _linear_backward(g, gt, dx, dw, db, *, x, weight):
-    """One share of linear's backward: dx = g @ W for a block of rows of g (N, out), and
-    dW = g^T @ x, db = row sums of g^T for a block of output units (gt: rows of g^T).
-    Each output is skipped when None (its input needs no gradient)."""
+def _linear_backward(g, x, dx, *, weight, want_dw, want_db):
+    """One block of rows of linear's backward: dx = g @ W into dx (skipped when None), and the
+    block's shares of dW = g^T @ x and db = sum of g's rows, returned (None when not wanted)."""
     xp = backend.get_array_module(g)
     if dx is not None:
         xp.matmul(g, weight, out=dx)
-    if dw is not None:
-        xp.matmul(gt, x, out=dw)
-    if db is not None:
-        gt.sum(axis=1, out=db)
+    return (g.T @ x if want_dw else None), (xp.ones(len(g), g.dtype) @ g if want_db else None)
+
+
+def _summed(shares):
+    """The sum of the blocks' shares, added into the first; None when they are None."""
+    total = shares[0]
+    for share in shares[1:] if total is not None else ():
+        total += share
+    return total
 
 
 def embedding(idx, weight):
