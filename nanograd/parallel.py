@@ -88,11 +88,13 @@ def sleep_workers():
 
 
 def _forget_workers():
-    """In a forked child: none of the parent's threads exist here; start afresh."""
+    """In a forked child: none of the parent's threads exist here, and a lock one of them held
+    at the fork would stay held; start afresh."""
+    global _busy, _hot
     _workers.clear()
     _watchdog.clear()
-    _hot.clear()
     _blas_before.clear()
+    _busy, _hot = threading.Lock(), threading.Event()
 
 
 if hasattr(os, "register_at_fork"):
@@ -175,7 +177,7 @@ def _sleep_workers():
     _hot.clear()
 
 
-def _spin_up():
+def _heat_up():
     """A split call starts: OpenBLAS goes to one thread per call until the workers sleep again,
     as its own threads would fight ours for the cores (measured 1.7x slower on attention)."""
     if not _hot.is_set():
@@ -218,7 +220,7 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
                             for b in part]
         parts = [range(j * blocks // threads, (j + 1) * blocks // threads) for j in range(threads)]
         workers = _start_workers(threads - 1)[:threads - 1]
-        _spin_up()
+        _heat_up()
         for worker, part in zip(workers, parts[1:]):
             worker.submit(lambda part=part: run(part), spin=SPIN_SECONDS > 0 and threads <= _cpus())
         try:

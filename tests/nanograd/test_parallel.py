@@ -252,3 +252,23 @@ def test_without_spin_locks_plain_locks_hand_over_the_work(split, spin, monkeypa
     for _ in range(3):  # the first call wakes them through their queues, the next through their locks
         assert np.concatenate(parallel.map_blocks(lambda a: a[:, 0] * 2, x)).tolist() == (x[:, 0] * 2).tolist()
     assert isinstance(parallel._workers[0].go, type(threading.Lock()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_a_call_held_the_lock_is_not_stuck(split):
+    x, y = np.ones((6, 2)), np.zeros((6, 2))
+    parallel.map_blocks(lambda a, b: np.multiply(a, 2, out=b), x, y)
+    with parallel._busy:  # as if a call (or the watchdog) were in flight in another thread at the fork
+        pid = os.fork()
+        if pid == 0:  # the child: with the inherited, held lock this would wait forever
+            parallel.set_num_threads(3)
+            parallel.map_blocks(lambda a, b: np.multiply(a, 3, out=b), x, y)
+            os._exit(0 if (y == 3).all() else 1)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    assert os.WEXITSTATUS(done[1]) == 0
