@@ -21,7 +21,9 @@ is halted and must be woken. So, like OpenMP runtimes, the workers spin between 
 a task a worker waits for the next on a spin lock (in C, with the GIL released), and a
 watchdog thread sends it back to sleep once no call has come for SPIN_SECONDS. Only when
 there are no more threads than CPUs; a spinning worker would otherwise take a core that
-somebody needs.
+somebody needs. A call interrupted while it hands out or collects work (Ctrl-C) lets its
+workers go, and the next call starts new ones; Ctrl-C while a thread spin-waits takes effect
+once the kernel it waits for has finished.
 
 Kernels may call matmul. While the workers are up, OpenBLAS is told to use one thread per
 call (its own threads would otherwise compete with ours for the same cores, which measured
@@ -80,6 +82,16 @@ def set_num_threads(n):
         _workers.clear()
 
 
+def _retire_workers():
+    """Let every worker go: each returns once its current task, if any, is done, and the next
+    call starts new ones. After an interrupted hand-off no caller is left to wait for them."""
+    for worker in _workers:
+        worker.spinning, worker.task = False, None
+        worker.go.release()  # a spinning worker wakes to task None
+        worker.tasks.put(None)  # a sleeping one (or one that sleeps next) reads None
+    _workers.clear()
+
+
 def sleep_workers():
     """Send spinning workers to sleep now, and give OpenBLAS back its threads (the watchdog
     does this SPIN_SECONDS after the last call anyway)."""
@@ -93,7 +105,9 @@ def _forget_workers():
     global _busy, _hot
     _workers.clear()
     _watchdog.clear()
-    _blas_before.clear()
+    blas = _find_openblas()
+    if blas and _blas_before:  # forked while the parent's workers were up
+        blas[1](_blas_before.pop())
     _busy, _hot = threading.Lock(), threading.Event()
 
 
@@ -125,7 +139,8 @@ class _Worker:
     def join(self):
         """(True, what task() returned) or (False, the exception it raised)."""
         self.done.acquire()
-        return self.result
+        result, self.result = self.result, None  # keep no array of the call alive
+        return result
 
     def _serve(self):
         task = self.tasks.get()
@@ -134,6 +149,7 @@ class _Worker:
                 self.result = (True, task())
             except BaseException as e:  # re-raised in the caller's thread
                 self.result = (False, e)
+            task = self.task = None  # keep no array of the call alive
             spin = self.spinning  # read before the caller may submit again (it reads the same value then)
             self.done.release()
             if spin:
@@ -158,15 +174,17 @@ def _watch():
     while True:
         _hot.wait()
         time.sleep(max(SPIN_SECONDS, 1e-3))
-        if time.perf_counter() - _last_call > SPIN_SECONDS and _busy.acquire(blocking=False):
+        if _busy.acquire(blocking=False):
             try:
-                _sleep_workers()
+                if time.perf_counter() - _last_call > SPIN_SECONDS:
+                    _sleep_workers()
             finally:
                 _busy.release()
 
 
 def _sleep_workers():
-    """Send spinning workers to sleep (an empty task with spin=False) and restore OpenBLAS; hold _busy."""
+    """Send spinning workers to sleep (an empty task with spin=False) and restore OpenBLAS.
+    The caller holds _busy (so calling this, set_num_threads or sleep_workers from a kernel would deadlock)."""
     for worker in _workers:
         if worker.spinning:
             worker.submit(lambda: None, spin=False)
@@ -221,12 +239,21 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
         parts = [range(j * blocks // threads, (j + 1) * blocks // threads) for j in range(threads)]
         workers = _start_workers(threads - 1)[:threads - 1]
         _heat_up()
-        for worker, part in zip(workers, parts[1:]):
-            worker.submit(lambda part=part: run(part), spin=SPIN_SECONDS > 0 and threads <= _cpus())
+        spin = SPIN_SECONDS > 0 and threads <= _cpus()
+        try:
+            for worker, part in zip(workers, parts[1:]):
+                worker.submit(lambda part=part: run(part), spin)
+        except BaseException:  # Ctrl-C while handing out work: some workers have a task, some not
+            _retire_workers()
+            raise
         try:
             results = run(parts[0])  # this thread takes the first share
         finally:
-            done = [worker.join() for worker in workers]  # every worker, even if ours failed
+            try:
+                done = [worker.join() for worker in workers]  # every worker, even if ours failed
+            except BaseException:  # Ctrl-C between two joins: a worker is out of step with its caller
+                _retire_workers()
+                raise
         for ok, value in done:
             if not ok:
                 raise value
@@ -242,12 +269,12 @@ def _held_lock():
 
     A pthread spin lock where glibc has one: acquire() busy-waits in C, and ctypes drops the
     GIL around the call, so a waiting thread holds a core but not the interpreter. Elsewhere a
-    threading.Lock, whose acquire() sleeps: slower hand-offs, same answers.
+    threading.Semaphore(0), whose acquire() sleeps: slower hand-offs, same answers. Neither
+    minds a release with nobody waiting (a retired worker's last one).
     """
     if _libc_spin() is None:
-        lock = threading.Lock()
-    else:
-        lock = _SpinLock()
+        return threading.Semaphore(0)
+    lock = _SpinLock()
     lock.acquire()
     return lock
 

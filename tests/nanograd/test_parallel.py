@@ -238,20 +238,37 @@ def test_a_forked_child_starts_its_own_workers(split):
     parallel.map_blocks(lambda a, b: np.multiply(a, 2, out=b), x, y)  # the parent's workers exist now
     pid = os.fork()
     if pid == 0:  # the child: without fresh workers this call would wait forever
-        parallel.map_blocks(lambda a, b: np.multiply(a, 3, out=b), x, y)
-        os._exit(0 if (y == 3).all() else 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
+        _child(lambda: parallel.map_blocks(lambda a, b: np.multiply(a, 3, out=b), x, y) and (y == 3).all())
+    assert _exit_status(pid) == 0
 
 
-def test_without_spin_locks_plain_locks_hand_over_the_work(split, spin, monkeypatch):
+def _child(check):
+    """In a forked child: exit 0 if check() is true, 1 if false or it raised (never return to pytest)."""
+    try:
+        os._exit(0 if check() else 1)
+    finally:
+        os._exit(1)
+
+
+def _exit_status(pid, timeout=30):
+    """The child's exit status; fails the test (instead of hanging it) if the child hangs."""
+    deadline = time.monotonic() + timeout
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.01)
+    return os.WEXITSTATUS(done[1])
+
+
+def test_without_spin_locks_semaphores_hand_over_the_work(split, spin, monkeypatch):
     monkeypatch.setattr(parallel, "_spin_functions", [None])  # as where glibc is missing
-    parallel.set_num_threads(3)  # fresh workers, built on threading.Lock
-    assert isinstance(parallel._workers[0].go if parallel._workers else parallel._held_lock(), type(threading.Lock()))
+    parallel.set_num_threads(3)  # the next call starts fresh workers, built on semaphores
     x = np.arange(24.0).reshape(12, 2)
-    for _ in range(3):  # the first call wakes them through their queues, the next through their locks
+    for _ in range(3):  # the first call wakes them through their queues, the next through go
         assert np.concatenate(parallel.map_blocks(lambda a: a[:, 0] * 2, x)).tolist() == (x[:, 0] * 2).tolist()
-    assert isinstance(parallel._workers[0].go, type(threading.Lock()))
+    assert all(isinstance(w.go, threading.Semaphore) for w in parallel._workers)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -261,14 +278,49 @@ def test_a_child_forked_while_a_call_held_the_lock_is_not_stuck(split):
     with parallel._busy:  # as if a call (or the watchdog) were in flight in another thread at the fork
         pid = os.fork()
         if pid == 0:  # the child: with the inherited, held lock this would wait forever
-            parallel.set_num_threads(3)
-            parallel.map_blocks(lambda a, b: np.multiply(a, 3, out=b), x, y)
-            os._exit(0 if (y == 3).all() else 1)
-    deadline = time.monotonic() + 30
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            _child(lambda: parallel.set_num_threads(3) or parallel.map_blocks(
+                lambda a, b: np.multiply(a, 3, out=b), x, y) and (y == 3).all())
+    assert _exit_status(pid) == 0
+
+
+def test_an_interrupted_join_retires_the_workers_and_later_calls_are_right(split, spin, monkeypatch):
+    x = np.arange(24.0).reshape(12, 2)
+    parallel.map_blocks(lambda a: a * 2, x)
+    first = parallel._workers[0]
+    real_join = parallel._Worker.join
+
+    def interrupted(self):  # Ctrl-C lands between two joins
+        monkeypatch.setattr(parallel._Worker, "join", real_join)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(parallel._Worker, "join", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        parallel.map_blocks(lambda a: a * 2, x)
+    assert first not in parallel._workers  # the old workers are let go, new ones start
+    for k in range(50):
+        assert np.concatenate(parallel.map_blocks(lambda a: a[:, 0] + k, x)).tolist() == (x[:, 0] + k).tolist()
+
+
+def test_ctrl_c_in_the_callers_share_waits_for_the_workers(split, spin):
+    x = np.arange(24.0).reshape(12, 2)
+    main = threading.get_ident()
+
+    def kernel(a):
+        if threading.get_ident() == main:
+            raise KeyboardInterrupt
         time.sleep(0.01)
-    if done[0] == 0:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child hung")
-    assert os.WEXITSTATUS(done[1]) == 0
+        return a[:, 0] * 2
+
+    with pytest.raises(KeyboardInterrupt):
+        parallel.map_blocks(kernel, x)
+    for k in range(20):
+        assert np.concatenate(parallel.map_blocks(lambda a: a[:, 0] + k, x)).tolist() == (x[:, 0] + k).tolist()
+
+
+def test_a_worker_keeps_no_array_of_the_last_call(split, spin):
+    import weakref
+    x = np.ones((12, 2))
+    ref = weakref.ref(x)
+    parallel.map_blocks(lambda a: a.sum(), x)
+    del x
+    assert ref() is None
