@@ -19,9 +19,9 @@ MIN_SPLIT_BYTES, it is a single call `kernel(*arrays)`: the same code, just not 
 Handing work to a thread that sleeps costs 30-300 us on a virtual machine, where an idle CPU
 is halted and must be woken. So, like OpenMP runtimes, the workers spin between calls: after
 a task a worker waits for the next on a spin lock (in C, with the GIL released), and a
-watchdog thread sends it back to sleep once no call has come for SPIN_SECONDS. Only when
-there are no more threads than CPUs; a spinning worker would otherwise take a core that
-somebody needs. A call interrupted while it hands out or collects work (Ctrl-C) lets its
+watchdog thread sends it back to sleep once no call has come for SPIN_SECONDS. Workers spin
+only when there are no more threads than CPUs; otherwise a spinning worker would take a core
+that somebody needs. A call interrupted while it hands out or collects work (Ctrl-C) lets its
 workers go, and the next call starts new ones; Ctrl-C while a thread spin-waits takes effect
 once the kernel it waits for has finished.
 
