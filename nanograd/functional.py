@@ -157,13 +157,18 @@ def _layer_norm_backward(g, xhat, rstd, dx, weight):
     dx -= _row_mean(dx)
     dx -= xhat * mean_dxhat_xhat
     dx *= rstd
-    return xp.einsum("nc,nc->c", g, xhat), xp.ones(len(g), g.dtype) @ g
+    return xp.einsum("nc,nc->c", g, xhat), _sum_rows(g)
 
 
 def _row_mean(a):
     """Mean over the last axis as a matrix-vector product: (n, C) -> (n, 1)."""
     xp = backend.get_array_module(a)
     return (a @ xp.full(a.shape[-1], 1 / a.shape[-1], a.dtype))[:, None]
+
+
+def _sum_rows(a):
+    """Sum over the rows as a vector-matrix product: (n, C) -> (C,)."""
+    return backend.get_array_module(a).ones(len(a), a.dtype) @ a
 
 
 def _row_dot(a, b):
@@ -220,14 +225,15 @@ def _linear_backward(g, x, dx, *, weight, want_dw, want_db):
     xp = backend.get_array_module(g)
     if dx is not None:
         xp.matmul(g, weight, out=dx)
-    return (g.T @ x if want_dw else None), (xp.ones(len(g), g.dtype) @ g if want_db else None)
+    return (g.T @ x if want_dw else None), (_sum_rows(g) if want_db else None)
 
 
 def _summed(shares):
     """The sum of the blocks' shares, added into the first; None when they are None."""
     total = shares[0]
-    for share in shares[1:] if total is not None else ():
-        total += share
+    if total is not None:
+        for share in shares[1:]:
+            total += share
     return total
 
 
