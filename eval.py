@@ -24,7 +24,7 @@ import numpy as np
 
 from gpt import data as gdata
 from gpt.cli import run_main
-from gpt.config import option, parse
+from gpt.config import ConfigError, option, parse
 from gpt.generate import inference_mode
 from gpt.hf import load_pretrained
 from gpt.tokenizer import TokenizerError
@@ -34,11 +34,19 @@ from gpt.tokenizer import TokenizerError
 class EvalConfig:
     init_from: str = option("out", "a run directory, checkpoint file or GPT-2 directory")
     data_file: str = option("", "UTF-8 text file to score")
-    max_length: int = option(0, "tokens per window (0: the model's block_size)")
-    stride: int = option(0, "tokens between window starts (0: max_length - 1, each token scored once)")
-    batch_size: int = option(8, "windows per forward pass")
-    max_tokens: int = option(0, "score only the first this many tokens (0: all)")
-    device: str = option("cpu", "'cpu' or 'cuda'")
+    max_length: int = option(0, "tokens per window (0: the model's block_size)", valid="[0, inf)")
+    stride: int = option(0, "tokens between window starts (0: max_length - 1, each token scored once)",
+                         valid="[0, inf)")
+    batch_size: int = option(8, "windows per forward pass", valid="[1, inf)")
+    max_tokens: int = option(0, "score only the first this many tokens (0: all)", valid="[0, inf)")
+    device: str = option("cpu", "'cpu' or 'cuda'", valid=("cpu", "cuda"))
+
+    def __post_init__(self):
+        """Constraints between options (gpt.config.build checks each option's own range)."""
+        if self.max_length == 1:
+            raise ConfigError("max_length=1 scores nothing: use 0 (the model's block_size) or at least 2")
+        if self.max_length and self.stride > self.max_length:
+            raise ConfigError(f"stride={self.stride} must be <= max_length={self.max_length}")
 
 
 def strided_windows(n, max_length, stride):

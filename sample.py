@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from gpt.cli import run_main
-from gpt.config import option, parse
+from gpt.config import ConfigError, option, parse
 from gpt.hf import load_pretrained
 
 SEPARATOR = "\n---------------\n"
@@ -27,19 +27,30 @@ class SampleConfig:
     out_dir: str = option("out", "run directory holding ckpt.safetensors")
     init_from: str = option("resume", "'resume' (the checkpoint in out_dir), a checkpoint, or a GPT-2 directory")
     start: str = option("\n", "prompt text, or FILE:path to read it from a file")
-    num_samples: int = option(1, "samples to draw (as one batch)")
-    max_new_tokens: int = option(500, "tokens to generate per sample")
-    temperature: float = option(0.8, "softmax temperature; 0 means greedy")
-    top_k: int = option(200, "sample from the k most likely tokens only (0: off)")
-    top_p: float = option(1.0, "nucleus sampling: smallest set with this total probability (1: off)")
-    repetition_penalty: float = option(1.0, "penalise tokens already present (1: off)")
-    no_repeat_ngram_size: int = option(0, "never repeat an n-gram of this size (0: off)")
-    num_beams: int = option(1, "beam search with this many beams (1: off); deterministic, ignores sampling")
-    length_penalty: float = option(1.0, "beam score = sum of log-probs / new tokens ** length_penalty")
-    early_stopping: str = option("false", "beam search: 'true', 'false' or 'never', as Hugging Face")
-    num_return_sequences: int = option(1, "beam search: how many of the best beams to print")
-    seed: int = option(1337, "random seed: the same seed gives the same text")
-    device: str = option("cpu", "'cpu' or 'cuda'")
+    num_samples: int = option(1, "samples to draw (as one batch)", valid="[1, inf)")
+    max_new_tokens: int = option(500, "tokens to generate per sample", valid="[0, inf)")
+    temperature: float = option(0.8, "softmax temperature; 0 means greedy", valid="[0, inf)")
+    top_k: int = option(200, "sample from the k most likely tokens only (0: off)", valid="[0, inf)")
+    top_p: float = option(1.0, "nucleus sampling: smallest set with this total probability (1: off)",
+                          valid="[0, 1]")
+    repetition_penalty: float = option(1.0, "penalise tokens already present (1: off)", valid="(0, inf)")
+    no_repeat_ngram_size: int = option(0, "never repeat an n-gram of this size (0: off)", valid="[0, inf)")
+    num_beams: int = option(1, "beam search with this many beams (1: off); deterministic, ignores sampling",
+                            valid="[1, inf)")
+    length_penalty: float = option(1.0, "beam score = sum of log-probs / new tokens ** length_penalty",
+                                   valid="(-inf, inf)")
+    early_stopping: str = option("false", "beam search: 'true', 'false' or 'never', as Hugging Face",
+                                 valid=("true", "false", "never"))
+    num_return_sequences: int = option(1, "beam search: how many of the best beams to print", valid="[1, inf)")
+    seed: int = option(1337, "random seed: the same seed gives the same text", valid="[0, inf)")
+    device: str = option("cpu", "'cpu' or 'cuda'", valid=("cpu", "cuda"))
+
+    def __post_init__(self):
+        """Constraints between options (gpt.config.build checks each option's own range)."""
+        if self.num_beams > 1 and self.num_samples > 1:
+            raise ConfigError("num_samples draws samples; with num_beams use num_return_sequences")
+        if self.num_return_sequences > self.num_beams:
+            raise ConfigError(f"num_return_sequences={self.num_return_sequences} must be <= num_beams={self.num_beams}")
 
 
 def read_prompt(start):
@@ -71,11 +82,7 @@ class Streamer:
 def main(argv):
     cfg = parse(SampleConfig, argv, "sample.py")
     model, tokenizer = load_pretrained(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from, cfg.device)
-    if cfg.num_beams > 1 and cfg.num_samples > 1:
-        raise ValueError("--num_samples draws samples; with --num_beams use --num_return_sequences")
-    early_stopping = {"true": True, "false": False, "never": "never"}.get(cfg.early_stopping.lower())
-    if early_stopping is None:
-        raise ValueError(f"--early_stopping={cfg.early_stopping}: use true, false or never")
+    early_stopping = {"true": True, "false": False, "never": "never"}[cfg.early_stopping]
     prompt = read_prompt(cfg.start)
     ids = np.array([tokenizer.encode(prompt)] * cfg.num_samples, dtype=np.int64)
     if ids.shape[1] == 0:

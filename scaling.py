@@ -35,15 +35,23 @@ FULL_SIZES = "1x2x32,2x2x48,2x4x64,3x4x80,3x4x96,4x4x128"  # n_layer x n_head x 
 class ScalingConfig:
     out_dir: str = option("out-scaling", "directory for each run and scaling.json / .md / .png")
     sizes: str = option(FULL_SIZES, "comma-separated n_layer x n_head x n_embd, smallest first")
-    iters: int = option(600, "optimizer steps per model (the token budget is iters x batch_size x block_size)")
-    batch_size: int = option(16, "sequences per step")
-    block_size: int = option(64, "context length")
-    learning_rate: float = option(2e-3, "peak learning rate, the same for every size")
-    eval_iters: int = option(40, "batches for the final train and val loss")
+    iters: int = option(600, "optimizer steps per model (the token budget is iters x batch_size x block_size)",
+                        valid="[1, inf)")
+    batch_size: int = option(16, "sequences per step", valid="[1, inf)")
+    block_size: int = option(64, "context length", valid="[1, inf)")
+    learning_rate: float = option(2e-3, "peak learning rate, the same for every size", valid="(0, inf)")
+    eval_iters: int = option(40, "batches for the final train and val loss", valid="[1, inf)")
     quick: bool = option(False, "smoke test: 5 tiny sizes, 15 steps each")
     data_file: str = option("", "train on this text instead of the built-in Shakespeare")
-    seed: int = option(1337, "seed for every run")
-    device: str = option("cpu", "'cpu' or 'cuda'")
+    seed: int = option(1337, "seed for every run", valid="[0, inf)")
+    device: str = option("cpu", "'cpu' or 'cuda'", valid=("cpu", "cuda"))
+
+    def __post_init__(self):
+        """--sizes must parse into at least three models (gpt.config.build checks the other ranges)."""
+        sizes = parse_sizes(self.sizes)
+        if len(sizes) < 3 and not self.quick:
+            raise ConfigError(f"--sizes has {len(sizes)} model(s); a three-parameter fit needs at least 3 "
+                              "(5+ is sensible)")
 
 
 def parse_sizes(text):
@@ -52,8 +60,9 @@ def parse_sizes(text):
         sizes = [tuple(int(v) for v in item.split("x")) for item in text.split(",")]
     except ValueError:
         sizes = []
-    if not sizes or any(len(s) != 3 for s in sizes):
-        raise ConfigError(f"--sizes={text!r}: write n_layer x n_head x n_embd, comma-separated, e.g. 1x2x32,2x4x64")
+    if not sizes or any(len(s) != 3 or min(s) < 1 or s[2] % s[1] for s in sizes):
+        raise ConfigError(f"--sizes={text!r}: write n_layer x n_head x n_embd (positive, n_embd a multiple of "
+                          "n_head), comma-separated, e.g. 1x2x32,2x4x64")
     return sizes
 
 
@@ -105,8 +114,6 @@ def main(argv):
     cfg = parse(ScalingConfig, argv, "scaling.py")
     sizes = parse_sizes("1x2x16,1x2x24,1x2x32,2x2x32,2x2x48" if cfg.quick else cfg.sizes)
     iters = 15 if cfg.quick else cfg.iters
-    if len(sizes) < 3:
-        raise ConfigError(f"--sizes has {len(sizes)} model(s); a three-parameter fit needs at least 3 (5+ is sensible)")
     os.makedirs(cfg.out_dir, exist_ok=True)
     runs = [train_one(cfg, size, iters) for size in sizes]
     a, alpha, c = fit_power_law([r["params"] for r in runs], [r["val_loss"] for r in runs])

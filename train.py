@@ -32,7 +32,7 @@ import nanograd as ng
 from gpt import data as gdata
 from gpt.checkpoint import FILENAME, load_checkpoint, save_checkpoint
 from gpt.cli import run_main
-from gpt.config import option, parse
+from gpt.config import ConfigError, option, parse
 from gpt.generate import inference_mode
 from gpt.hf import build, read_pretrained
 from gpt.interp import emergence_metrics
@@ -49,42 +49,62 @@ class TrainConfig:
     out_dir: str = option("out", "directory for ckpt.safetensors, metrics.jsonl and the token files")
     init_from: str = option("scratch", "'scratch', 'resume' (continue the checkpoint in out_dir), or a "
                                        "checkpoint or GPT-2 directory to fine-tune")
-    eval_interval: int = option(250, "evaluate train/val loss every this many iterations")
-    eval_iters: int = option(20, "batches per split in each evaluation")
-    log_interval: int = option(10, "print a log line every this many iterations")
+    eval_interval: int = option(250, "evaluate train/val loss every this many iterations", valid="[1, inf)")
+    eval_iters: int = option(20, "batches per split in each evaluation", valid="[1, inf)")
+    log_interval: int = option(10, "print a log line every this many iterations", valid="[1, inf)")
     always_save_checkpoint: bool = option(False, "save at every evaluation, not only when val improves")
     eval_only: bool = option(False, "evaluate once and exit")
     track_emergence: bool = option(False, "log induction-head scores and the in-context loss drop at each evaluation")
     # data
     dataset: str = option("shakespeare", "built-in dataset name (used when data_file is empty)")
     data_file: str = option("", "path to any UTF-8 text file to train on instead")
-    tokenizer: str = option("char", "'char', 'bpe' (trained on the train split) or 'gpt2' (needs gpt2_dir)")
-    bpe_vocab_size: int = option(1024, "vocabulary size when tokenizer='bpe'")
+    tokenizer: str = option("char", "'char', 'bpe' (trained on the train split) or 'gpt2' (needs gpt2_dir)",
+                            valid=("char", "bpe", "gpt2"))
+    bpe_vocab_size: int = option(1024, "vocabulary size when tokenizer='bpe'", valid="[257, inf)")
     gpt2_dir: str = option("", "directory with GPT-2's vocab.json and merges.txt (tokenizer='gpt2')")
     sft_file: str = option("", "JSONL {\"prompt\", \"completion\"} lines: fine-tune on completions only")
     # model
-    n_layer: int = option(4, "transformer blocks")
-    n_head: int = option(4, "attention heads per block")
-    n_embd: int = option(128, "embedding width")
-    block_size: int = option(64, "context length in tokens")
-    dropout: float = option(0.0, "dropout probability (0 for small data or pre-training at scale)")
+    n_layer: int = option(4, "transformer blocks", valid="[1, inf)")
+    n_head: int = option(4, "attention heads per block", valid="[1, inf)")
+    n_embd: int = option(128, "embedding width", valid="[1, inf)")
+    block_size: int = option(64, "context length in tokens", valid="[1, inf)")
+    dropout: float = option(0.0, "dropout probability (0 for small data or pre-training at scale)", valid="[0, 1)")
     bias: bool = option(True, "biases in Linear and LayerNorm layers, as GPT-2")
     # optimisation
-    batch_size: int = option(12, "sequences per micro-batch")
-    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
-    max_iters: int = option(2000, "optimizer steps in total")
-    learning_rate: float = option(1e-3, "peak learning rate")
-    weight_decay: float = option(0.1, "AdamW weight decay on 2-D weights")
-    beta1: float = option(0.9, "AdamW beta1")
-    beta2: float = option(0.99, "AdamW beta2")
-    grad_clip: float = option(1.0, "clip the global gradient norm to this (0: off)")
+    batch_size: int = option(12, "sequences per micro-batch", valid="[1, inf)")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", valid="[1, inf)")
+    max_iters: int = option(2000, "optimizer steps in total", valid="[0, inf)")
+    learning_rate: float = option(1e-3, "peak learning rate", valid="(0, inf)")
+    weight_decay: float = option(0.1, "AdamW weight decay on 2-D weights", valid="[0, inf)")
+    beta1: float = option(0.9, "AdamW beta1", valid="[0, 1)")
+    beta2: float = option(0.99, "AdamW beta2", valid="[0, 1)")
+    grad_clip: float = option(1.0, "clip the global gradient norm to this (0: off)", valid="[0, inf)")
     decay_lr: bool = option(True, "cosine decay of the learning rate")
-    warmup_iters: int = option(100, "linear warmup steps")
-    lr_decay_iters: int = option(2000, "step at which the learning rate reaches min_lr")
-    min_lr: float = option(1e-4, "final learning rate")
+    warmup_iters: int = option(100, "linear warmup steps", valid="[0, inf)")
+    lr_decay_iters: int = option(2000, "step at which the learning rate reaches min_lr", valid="[0, inf)")
+    min_lr: float = option(1e-4, "final learning rate", valid="[0, inf)")
     # system
-    device: str = option("cpu", "'cpu' or 'cuda' (needs CuPy)")
-    seed: int = option(1337, "seed for initialisation, batches and dropout")
+    device: str = option("cpu", "'cpu' or 'cuda' (needs CuPy)", valid=("cpu", "cuda"))
+    seed: int = option(1337, "seed for initialisation, batches and dropout", valid="[0, inf)")
+
+    def __post_init__(self):
+        """Constraints between options (gpt.config.build checks each option's own range)."""
+        scratch = self.init_from == "scratch"
+        checks = [
+            (not self.decay_lr or self.warmup_iters <= self.lr_decay_iters,
+             f"warmup_iters={self.warmup_iters} must be <= lr_decay_iters={self.lr_decay_iters} (or decay_lr=false)"),
+            (not self.decay_lr or self.min_lr <= self.learning_rate,
+             f"min_lr={self.min_lr} must be <= learning_rate={self.learning_rate} (or decay_lr=false)"),
+            (not scratch or self.n_embd % self.n_head == 0,
+             f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: pick n_embd a multiple of n_head"),
+            (not scratch or self.tokenizer != "gpt2" or self.gpt2_dir,
+             "tokenizer=gpt2 needs gpt2_dir, the directory with GPT-2's vocab.json and merges.txt"),
+            (not scratch or not self.sft_file,
+             "--sft_file fine-tunes a trained model: set --init_from to a checkpoint or GPT-2 directory"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
 
 
 def main(argv):
@@ -115,9 +135,6 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
             self._restore(ckpt.train_state)
         elif cfg.init_from == "scratch":
-            if cfg.sft_file:
-                raise ValueError("--sft_file fine-tunes a trained model: set --init_from to a checkpoint "
-                                 "or GPT-2 directory")
             self.tokenizer, self.data = self._prepare_data()
             self._build(GPT(GPTConfig(block_size=cfg.block_size, vocab_size=self.tokenizer.vocab_size,
                                       n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,

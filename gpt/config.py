@@ -7,10 +7,23 @@ order, then each --key=value. Values are converted to the field's type; an unkno
 is an error that suggests the closest names. `--help` lists every key, its default and
 what it means (taken from the field's `help` metadata).
 
+Each option declares its valid values where it is declared, and `build` checks them before
+any work starts: a number's interval in the usual notation, a string's choices.
+
+    learning_rate: float = option(1e-3, "peak learning rate", valid="(0, inf)")
+    dropout: float = option(0.0, "dropout probability", valid="[0, 1)")
+    device: str = option("cpu", "'cpu' or 'cuda'", valid=("cpu", "cuda"))
+
+A violation is one line naming the option and its range (a ConfigError; the scripts exit 2).
+NaN lies in no interval, and infinity only in one that closes at inf. Constraints between
+options belong to their script: its config class checks them in `__post_init__`, which
+runs when `build` makes the config.
+
 Left out: nested sections, environment-variable overrides.
 """
 import dataclasses
 import difflib
+import re
 import sys
 
 try:
@@ -23,9 +36,38 @@ class ConfigError(ValueError):
     """A bad configuration key or value; the message says which and what to do."""
 
 
-def option(default, help):
-    """A dataclass field with its --help text."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def option(default, help, valid=None):
+    """A dataclass field with its --help text and its valid values.
+
+    `valid` is an interval for a number ("[1, inf)", "(0, 1]": square brackets include the end,
+    parentheses leave it out), a tuple of choices for a string, or None (any value of the type).
+    """
+    if isinstance(valid, str):
+        valid = Interval(valid)
+    return dataclasses.field(default=default, metadata={"help": help, "valid": valid})
+
+
+_INTERVAL = re.compile(r"^([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])$")
+
+
+class Interval:
+    """The numbers between two ends, each included ([ ]) or not (( )): "(0, 1]" means 0 < x <= 1."""
+
+    def __init__(self, text):
+        match = _INTERVAL.match(text)
+        if not match:
+            raise ValueError(f"interval {text!r}: write it as [low, high], (low, high), [low, high) or (low, high]")
+        self.text = text
+        self.low, self.high = float(match[2]), float(match[3])
+        self.low_open, self.high_open = match[1] == "(", match[4] == ")"
+
+    def __contains__(self, x):
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return above and below  # False for NaN, whose comparisons are all False
+
+    def __str__(self):
+        return self.text
 
 
 def parse(config_cls, argv, prog):
@@ -53,13 +95,18 @@ def build(config_cls, values):
             close = difflib.get_close_matches(key, fields, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else "; see --help for the keys"
             raise ConfigError(f"unknown config key '{key}'{hint}")
-    return config_cls(**{k: _convert(k, v, fields[k]) for k, v in values.items()})
+    converted = {k: _convert(k, v, fields[k]) for k, v in values.items()}
+    for key, value in converted.items():
+        _check(key, value, fields[key].metadata.get("valid"))
+    return config_cls(**converted)
 
 
 def usage(config_cls, prog):
     lines = [f"usage: python {prog} [config.toml ...] [--key=value ...]", "", "keys (default: meaning):"]
     for f in dataclasses.fields(config_cls):
-        lines.append(f"  --{f.name}={f.default!r:<12} {f.metadata.get('help', '')}")
+        valid = f.metadata.get("valid")
+        allowed = f"; in {valid}" if isinstance(valid, Interval) else f"; one of {', '.join(valid)}" if valid else ""
+        lines.append(f"  --{f.name}={f.default!r:<12} {f.metadata.get('help', '')}{allowed}")
     return "\n".join(lines)
 
 
@@ -71,6 +118,14 @@ def _read_toml(path):
         raise ConfigError(f"config file {path} not found (options are written --key=value)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def _check(key, value, valid):
+    """Raise a one-line ConfigError unless `value` is among the option's `valid` values."""
+    if isinstance(valid, Interval) and value not in valid:
+        raise ConfigError(f"{key}={value!r} is out of range: {key} must be in {valid}")
+    if isinstance(valid, tuple) and value not in valid:
+        raise ConfigError(f"{key}={value!r} is not a choice: {key} must be one of {', '.join(valid)}")
 
 
 def _convert(key, value, field):

@@ -36,18 +36,19 @@ class InspectConfig:
     out_dir: str = option("out", "run directory with ckpt.safetensors, token files and metrics.jsonl")
     init_from: str = option("", "a Hugging Face GPT-2 directory to inspect instead of out_dir's checkpoint")
     prompt: str = option("ROMEO:\nIs it so? Then ROMEO:\nIs it", "text for attention and logit-lens")
-    layer: int = option(-1, "attention: the one layer to show (-1: all)")
-    top_k: int = option(3, "logit-lens: predictions per stage")
-    positions: int = option(6, "logit-lens: show the last this many positions (0: all)")
-    mode: str = option("zero", "ablate: replace a head's output by 'zero' or by its 'mean'")
-    batches: int = option(4, "ablate: validation batches to average the loss over")
-    batch_size: int = option(8, "ablate and induction: sequences per batch")
+    layer: int = option(-1, "attention: the one layer to show (-1: all)", valid="[-1, inf)")
+    top_k: int = option(3, "logit-lens: predictions per stage", valid="[1, inf)")
+    positions: int = option(6, "logit-lens: show the last this many positions (0: all)", valid="[0, inf)")
+    mode: str = option("zero", "ablate: replace a head's output by 'zero' or by its 'mean'", valid=("zero", "mean"))
+    batches: int = option(4, "ablate: validation batches to average the loss over", valid="[1, inf)")
+    batch_size: int = option(8, "ablate and induction: sequences per batch", valid="[1, inf)")
     data_file: str = option("", "ablate: text to measure the loss on (default: out_dir's val split; "
                                 "Shakespeare with --init_from)")
-    repeat_len: int = option(0, "induction: random tokens before they repeat (0: min(32, block_size / 2))")
+    repeat_len: int = option(0, "induction: random tokens before they repeat (0: min(32, block_size / 2))",
+                             valid="[0, inf)")
     image: str = option("", "also draw a PNG here (matplotlib); plot-metrics defaults to out_dir/emergence.png")
-    seed: int = option(0, "seed for validation batches and random tokens")
-    device: str = option("cpu", "'cpu' or 'cuda'")
+    seed: int = option(0, "seed for validation batches and random tokens", valid="[0, inf)")
+    device: str = option("cpu", "'cpu' or 'cuda'", valid=("cpu", "cuda"))
 
 
 def main(argv):
