@@ -7,7 +7,7 @@
     encode_file(tok, "input.txt", "train.bin")                  # streams a large file to uint16/uint32
 
 See base.py (interface, specials, file format), char.py, bpe.py (training and encoding),
-gpt2.py (GPT-2's vocab.json/merges.txt), stream.py (large texts).
+gpt2.py (GPT-2's vocab.json/merges.txt), stream.py (large files into .bin files).
 """
 from .base import TokenizerError, load_tokenizer, load_tokenizer_json, token_dtype
 from .bpe import PATTERNS, BPETokenizer

@@ -10,7 +10,15 @@ tokens -> ids) and their JSON body; this module does the rest:
   appear; pass `disallowed_special=()` to encode them as ordinary text;
 - `decode` joins the tokens' bytes and replaces broken UTF-8 with U+FFFD, as GPT-2 does;
 - save/load: one JSON file, {"format", "version", "type", ...}; `load_tokenizer` picks the
-  class from "type".
+  class from "type";
+- `encode_array` encodes a large text piece by piece, cut only where encoding the pieces
+  separately gives exactly the ids of the whole: right after a newline that sits between two
+  non-whitespace characters ("x\\ny"). There, GPT-2's and cl100k's patterns always end a chunk
+  (after "\\n" or "x\\n"), and both patterns look at no text before a chunk's start, so the next
+  piece scans as the whole text would. (A whitespace run like "\\n\\n" before the cut would not
+  be safe: GPT-2's `\\s+(?!\\S)` splits it differently when it ends the text.) A text with no
+  such newline stays one piece. Special tokens hold no newline (checked here), so none spans a
+  cut. stream.py uses the same pieces to encode files.
 
 Left out: normalization (NFC etc.), offsets/alignment, batch encoding with threads.
 """
@@ -23,6 +31,8 @@ import regex
 FORMAT = "nanograd-gpt-tokenizer"
 VERSION = 1
 NONE_RAISE = "none_raise"  # minbpe's name for tiktoken's default: no special allowed, all raise
+PIECE_CHARS = 1 << 20
+_LAST_CUT = regex.compile(r"\S\n\S", regex.REVERSE)  # searched from the end
 
 
 class TokenizerError(ValueError):
@@ -44,6 +54,32 @@ def check_text(text):
     except UnicodeEncodeError as e:
         raise TokenizerError(f"text has a lone surrogate {text[e.start]!r} at index {e.start}; "
                              "it is not valid Unicode and has no UTF-8 bytes") from None
+
+
+def text_pieces(blocks):
+    """Regroup consecutive text `blocks` into pieces that end at safe cuts (see the module docstring)."""
+    buf = ""
+    for block in blocks:
+        buf += block
+        m = _LAST_CUT.search(buf, max(0, len(buf) - len(block) - 2))
+        if m:
+            cut = m.start() + 2
+            yield buf[:cut]
+            buf = buf[cut:]
+    if buf:
+        yield buf
+
+
+def string_blocks(text, size=PIECE_CHARS):
+    """`text` in consecutive slices of `size` characters."""
+    return (text[i:i + size] for i in range(0, len(text), size))
+
+
+def encode_pieces(tokenizer, pieces, allowed_special=frozenset(), disallowed_special="all"):
+    """Yield each piece's ids as an array of the vocabulary's dtype."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    for piece in pieces:
+        yield np.array(tokenizer.encode(piece, allowed_special, disallowed_special), dtype=dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -111,7 +147,6 @@ class Tokenizer:
 
     def encode_array(self, text, allowed_special=frozenset(), disallowed_special="all"):
         """Like `encode`, as a uint16/uint32 array, built piece by piece to save memory."""
-        from .stream import encode_pieces, string_blocks, text_pieces  # stream builds on this module
         pieces = text_pieces(string_blocks(text))
         arrays = list(encode_pieces(self, pieces, allowed_special, disallowed_special))
         return np.concatenate(arrays) if arrays else np.zeros(0, token_dtype(self.vocab_size))

@@ -1,16 +1,9 @@
-"""Encoding large texts piece by piece: into an array, or from a file into a .bin file.
+"""Encoding a large UTF-8 file into a .bin file of token ids, a few pieces in memory at a time.
 
-A text is cut into pieces only where encoding the pieces separately gives exactly the ids
-of the whole: right after a newline that sits between two non-whitespace characters
-("x\\ny"). There, GPT-2's and cl100k's patterns always end a chunk (after "\\n" or
-"x\\n"), and both patterns look at no text before a chunk's start, so the next piece scans
-as the whole text would. (A whitespace run like "\\n\\n" before the cut would not be safe:
-GPT-2's `\\s+(?!\\S)` splits it differently when it ends the text.) A text with no such
-newline stays one piece. Special tokens hold no newline (the tokenizer checks), so none
-spans a cut.
-
-The output file holds the ids as raw little-endian uint16 (uint32 for vocabularies over
-65536), like nanoGPT's train.bin; memory stays at a few pieces, whatever the file's size.
+The text is cut into pieces where encoding them separately gives exactly the ids of the whole
+(base.py's text_pieces says where and why). The output file holds the ids as raw little-endian
+uint16 (uint32 for vocabularies over 65536), like nanoGPT's train.bin; memory stays at a few
+pieces, whatever the file's size.
 
 Left out: parallel encoding of pieces, custom patterns that look behind (their cuts are
 not guaranteed exact).
@@ -18,39 +11,7 @@ not guaranteed exact).
 import functools
 import os
 
-import numpy as np
-import regex
-
-from .base import TokenizerError, token_dtype
-
-PIECE_CHARS = 1 << 20
-_LAST_CUT = regex.compile(r"\S\n\S", regex.REVERSE)  # searched from the end
-
-
-def text_pieces(blocks):
-    """Regroup consecutive text `blocks` into pieces that end at safe cuts."""
-    buf = ""
-    for block in blocks:
-        buf += block
-        m = _LAST_CUT.search(buf, max(0, len(buf) - len(block) - 2))
-        if m:
-            cut = m.start() + 2
-            yield buf[:cut]
-            buf = buf[cut:]
-    if buf:
-        yield buf
-
-
-def string_blocks(text, size=PIECE_CHARS):
-    """`text` in consecutive slices of `size` characters."""
-    return (text[i:i + size] for i in range(0, len(text), size))
-
-
-def encode_pieces(tokenizer, pieces, allowed_special=frozenset(), disallowed_special="all"):
-    """Yield each piece's ids as an array of the vocabulary's dtype."""
-    dtype = token_dtype(tokenizer.vocab_size)
-    for piece in pieces:
-        yield np.array(tokenizer.encode(piece, allowed_special, disallowed_special), dtype=dtype)
+from .base import PIECE_CHARS, TokenizerError, encode_pieces, text_pieces
 
 
 def encode_file(tokenizer, in_path, out_path, allowed_special=frozenset(), disallowed_special="all",

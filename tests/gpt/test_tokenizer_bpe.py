@@ -18,7 +18,7 @@ from gpt.tokenizer import BPETokenizer, TokenizerError, encode_file, token_dtype
 from gpt.tokenizer import bpe as bpe_module
 from gpt.tokenizer.bpe import PATTERNS, train_merges, train_merges_naive
 from gpt.tokenizer.gpt2 import bytes_to_unicode
-from gpt.tokenizer.stream import encode_pieces, string_blocks, text_pieces
+from gpt.tokenizer.base import encode_pieces, string_blocks, text_pieces
 
 from test_tokenizer import ANY_TEXT, EOT, SAMPLE, TRICKY  # tests/gpt is on sys.path
 
