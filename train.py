@@ -5,6 +5,10 @@
     python train.py --init_from=resume --out_dir=out-shakespeare-char-cpu
     python train.py configs/finetune_tldr.toml        # fine-tune a checkpoint on prompt/completion pairs
 
+A synthetic task instead of text (--dataset=modular_addition, addition, induction; gpt/tasks/)
+generates its examples from the seed, logs its own metrics at every evaluation (accuracy,
+say) and writes a summary JSON into out_dir when the run ends.
+
 Fine-tuning (--init_from=a checkpoint or GPT-2 directory) starts from the loaded weights and
 tokenizer with a fresh optimizer; the text is encoded with that tokenizer, or --sft_file
 gives JSONL prompt/completion pairs trained on the completions only (gpt/sft.py). A
@@ -38,6 +42,7 @@ from gpt.hf import build, read_pretrained
 from gpt.interp import emergence_metrics
 from gpt.model import GPT, GPTConfig
 from gpt.sft import SFTDataset
+from gpt.tasks import TASKS, FiniteTask, Task, make_task
 from gpt.tokenizer import BPETokenizer, CharTokenizer
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "shakespeare_char_cpu.toml")
@@ -56,13 +61,20 @@ class TrainConfig:
     eval_only: bool = option(False, "evaluate once and exit")
     track_emergence: bool = option(False, "log induction-head scores and the in-context loss drop at each evaluation")
     # data
-    dataset: str = option("shakespeare", "built-in dataset name (used when data_file is empty)")
+    dataset: str = option("shakespeare", "'shakespeare' (text) or a synthetic task (gpt/tasks/): "
+                                         + ", ".join(TASKS) + "; used when data_file is empty",
+                                 valid=("shakespeare", *TASKS))
     data_file: str = option("", "path to any UTF-8 text file to train on instead")
     tokenizer: str = option("char", "'char', 'bpe' (trained on the train split) or 'gpt2' (needs gpt2_dir)",
                             valid=("char", "bpe", "gpt2"))
     bpe_vocab_size: int = option(1024, "vocabulary size when tokenizer='bpe'", valid="[257, inf)")
     gpt2_dir: str = option("", "directory with GPT-2's vocab.json and merges.txt (tokenizer='gpt2')")
     sft_file: str = option("", "JSONL {\"prompt\", \"completion\"} lines: fine-tune on completions only")
+    full_batch: bool = option(False, "every batch is a whole split (tasks that list their examples: modular_*)")
+    # tasks: modular_* (gpt/tasks/modular.py)
+    p: int = option(97, "modular_*: the modulus; tokens 0..p-1 are the residues, p is '='", valid="[2, 4096]")
+    train_fraction: float = option(0.3, "modular_*: fraction of all pairs (a, b) trained on, the rest is val",
+                                   valid="(0, 1)")
     # model
     n_layer: int = option(4, "transformer blocks", valid="[1, inf)")
     n_head: int = option(4, "attention heads per block", valid="[1, inf)")
@@ -129,7 +141,7 @@ class Trainer:
         if cfg.init_from == "resume":
             ckpt = load_checkpoint(self.ckpt_path)
             self.tokenizer = ckpt.tokenizer
-            self.data = SFTDataset(cfg.sft_file, self.tokenizer) if cfg.sft_file else gdata.TokenDataset(cfg.out_dir)
+            self.data = self._resumed_data()
             self._build(GPT(ckpt.model_config))
             self.model.load_state_dict(ckpt.model_state)
             self.optimizer.load_state_dict(ckpt.optimizer_state)
@@ -150,10 +162,27 @@ class Trainer:
             self._build(model)
         for split in ("train", "val"):
             self.data.check_length(split, self.model.config.block_size)
+        if cfg.full_batch and not isinstance(self.data, FiniteTask):
+            raise ConfigError("--full_batch=true needs a task that lists its examples (the modular_* datasets)")
+
+    def _resumed_data(self):
+        """The data of the run being resumed: its SFT file, its task (rebuilt from the seed) or its token files."""
+        cfg = self.cfg
+        if cfg.sft_file:
+            return SFTDataset(cfg.sft_file, self.tokenizer)
+        if cfg.dataset in TASKS and not cfg.data_file:
+            return make_task(cfg)
+        return gdata.TokenDataset(cfg.out_dir)
 
     def _prepare_data(self, tok=None):
-        """(tokenizer, TokenDataset): the text encoded into out_dir by `tok`, or by a new cfg.tokenizer."""
+        """(tokenizer, data): a task with its own tokenizer, or the text encoded into out_dir by `tok`
+        (or by a new cfg.tokenizer) as a TokenDataset."""
         cfg = self.cfg
+        if cfg.dataset in TASKS and not cfg.data_file:
+            if tok is not None:
+                raise ConfigError(f"--dataset={cfg.dataset} brings its own tokenizer: train it with --init_from=scratch")
+            task = make_task(cfg)
+            return task.tokenizer, task
         text = gdata.load_text(cfg.dataset, cfg.data_file or None)
         tok = self._new_tokenizer(text) if tok is None else tok
         gdata.prepare(text, tok, cfg.out_dir, source=cfg.data_file or cfg.dataset)
@@ -227,6 +256,11 @@ class Trainer:
             row.update(emergence_metrics(self.model, seed=self.cfg.seed))
             print(f"step {self.iter_num}: induction score {row['induction_score']:.3f}, "
                   f"in-context loss drop {row['icl_loss_drop']:.3f}")
+        if isinstance(self.data, Task):  # the task's own numbers, e.g. accuracy
+            extra = self.data.metrics(self.model)
+            row.update(extra)
+            if extra:
+                print(f"step {self.iter_num}: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items()))
         self.log_metrics(row)
         if losses["val"] < self.best_val or self.cfg.always_save_checkpoint:
             self.best_val = min(self.best_val, losses["val"])
@@ -284,6 +318,8 @@ class Trainer:
                       f"continue with --init_from=resume --out_dir={cfg.out_dir}")
                 return
         print(f"done: {self.iter_num} iterations in {time.time() - t_start:.0f}s, best val loss {self.best_val:.4f}")
+        if isinstance(self.data, Task):
+            self.data.finish(self.model, cfg.out_dir)
 
 
 class _StopFlag:

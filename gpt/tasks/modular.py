@@ -1,0 +1,82 @@
+"""Modular arithmetic, the grokking dataset (Power et al., 2022; Nanda et al., 2023).
+
+Every pair (a, b) of residues mod p is one example, written as the three tokens `a b =`;
+the only trained target is the answer c = (a op b) mod p, predicted at "=":
+
+    x = [a, b, p]        token ids 0..p-1 are the residues themselves, p is "="
+    y = [-1, -1, c]      -1: no loss on predicting b or "="
+
+op is +, - or / (division multiplies by b's inverse mod p, so p must be prime and b != 0).
+The pairs are shuffled by np.random.default_rng(seed) and the first train_fraction of them
+are the training set, the rest validation: the same seed always gives the same split.
+
+Left out: sequences with an explicit operator token, several operations in one run.
+"""
+import numpy as np
+
+from ..data import DataError
+from ..tokenizer import SymbolTokenizer
+from . import FiniteTask
+
+MAX_P = 4096  # p^2 pairs are listed in memory
+OPS = {"modular_addition": "+", "modular_subtraction": "-", "modular_division": "/"}
+
+
+def make(cfg):
+    return ModularArithmetic(cfg.dataset, cfg.p, cfg.train_fraction, cfg.seed, cfg.full_batch)
+
+
+def is_prime(n):
+    return n >= 2 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+
+
+def answers(a, b, p, op):
+    """(a op b) mod p for integer arrays a, b; op '/' multiplies by b^(p-2) = b^-1 (Fermat, p prime)."""
+    if op == "+":
+        return (a + b) % p
+    if op == "-":
+        return (a - b) % p
+    inverse = np.array([pow(int(v), p - 2, p) for v in range(p)])  # (p,): v^-1 mod p for v != 0
+    return a * inverse[b] % p
+
+
+def split_pairs(p, op, train_fraction, seed):
+    """{"train": (a, b), "val": (a, b)}: every pair (b != 0 for '/'), shuffled by `seed`, then cut."""
+    a, b = (g.ravel() for g in np.meshgrid(np.arange(p), np.arange(1 if op == "/" else 0, p), indexing="ij"))
+    order = np.random.default_rng(seed).permutation(len(a))
+    cut = int(round(train_fraction * len(a)))
+    return {"train": (a[order[:cut]], b[order[:cut]]), "val": (a[order[cut:]], b[order[cut:]])}
+
+
+class ModularArithmetic(FiniteTask):
+    """`a b =` -> (a op b) mod p, over every pair, split into train and val by the seed."""
+
+    def __init__(self, name, p, train_fraction, seed, full_batch=False):
+        self.name, self.p, self.op = name, p, OPS[name]
+        if not 2 <= p <= MAX_P:
+            raise DataError(f"p={p}: the modulus must be between 2 and {MAX_P}")
+        if self.op == "/" and not is_prime(p):
+            raise DataError(f"p={p}: modular_division needs a prime modulus (every b != 0 invertible)")
+        if not 0 < train_fraction < 1:
+            raise DataError(f"train_fraction={train_fraction} must be strictly between 0 and 1")
+        tokenizer = SymbolTokenizer([str(v) for v in range(p)] + ["="])
+        self.pairs = split_pairs(p, self.op, train_fraction, seed)
+        super().__init__(tokenizer, {s: self._examples(*pair) for s, pair in self.pairs.items()}, full_batch)
+
+    def _examples(self, a, b):
+        """x (N, 3) = [a, b, =], y (N, 3) = [-1, -1, a op b]."""
+        n = len(a)
+        x = np.stack([a, b, np.full(n, self.p)], axis=1).astype(np.int64)
+        y = np.full((n, 3), -1, dtype=np.int64)
+        y[:, 2] = answers(a, b, self.p, self.op)
+        return x, y
+
+    def metrics(self, model):
+        """Accuracy of the answer on each split, and the total weight norm (weight decay shrinks it)."""
+        return {"train_acc": self.accuracy(model, "train"), "val_acc": self.accuracy(model, "val"),
+                "weight_norm": weight_norm(model)}
+
+
+def weight_norm(model):
+    """sqrt(sum of every parameter squared): the L2 norm of all weights together."""
+    return float(np.sqrt(sum(float((p.numpy().astype(np.float64) ** 2).sum()) for p in model.parameters())))
