@@ -34,7 +34,7 @@ SCRIPTS = {
 }
 # String options whose value is a path, a prompt or a name checked where it is used.
 FREE_TEXT = {
-    "train.py": {"out_dir", "init_from", "dataset", "data_file", "gpt2_dir", "sft_file"},
+    "train.py": {"out_dir", "init_from", "data_file", "gpt2_dir", "sft_file"},
     "sample.py": {"out_dir", "init_from", "start"},
     "eval.py": {"init_from", "data_file"},
     "scaling.py": {"out_dir", "sizes", "data_file"},
