@@ -21,7 +21,13 @@ generator whose state is checkpointed, so a resumed run repeats the losses of an
 uninterrupted one exactly. Ctrl-C or SIGTERM saves and exits; a non-finite loss stops
 the run and leaves the last good checkpoint.
 
-Left out: distributed training, mixed precision.
+    mpiexec -n 2 python train.py --gradient_accumulation_steps=2   # data-parallel, on 2 processes
+
+Under mpiexec (nanograd/distributed.py) every rank draws every micro-batch but runs only
+its share, the gradients are summed across ranks before clipping, and rank 0 alone prints
+and writes; gradient_accumulation_steps counts the micro-batches of all ranks together.
+
+Left out: mixed precision, model parallelism.
 """
 import dataclasses
 import json
@@ -35,7 +41,7 @@ import numpy as np
 import nanograd as ng
 from gpt import data as gdata
 from gpt.checkpoint import FILENAME, load_checkpoint, save_checkpoint
-from gpt.cli import run_main
+from gpt.cli import EXPECTED, run_main
 from gpt.config import ConfigError, option, parse
 from gpt.generate import inference_mode
 from gpt.hf import build, read_pretrained
@@ -43,7 +49,8 @@ from gpt.interp import emergence_metrics
 from gpt.model import GPT, GPTConfig
 from gpt.sft import SFTDataset
 from gpt.tasks import TASKS, FiniteTask, Task, make_task
-from gpt.tokenizer import BPETokenizer, CharTokenizer
+from gpt.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer_json
+from nanograd import distributed
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "shakespeare_char_cpu.toml")
 
@@ -124,15 +131,17 @@ def main(argv):
         argv = [DEFAULT_CONFIG] + argv
     cfg = parse(TrainConfig, argv, "train.py")
     ng.backend.check_device(cfg.device)
+    world = distributed.init(cfg.device, cfg.gradient_accumulation_steps)  # one process unless under mpiexec
     os.makedirs(cfg.out_dir, exist_ok=True)
-    Trainer(cfg).run()
+    with world.fail_together(EXPECTED):
+        Trainer(cfg, world).run()
 
 
 class Trainer:
     """The state of one run (model, optimizer, data, RNGs, counters) and its loop."""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def __init__(self, cfg, world=None):
+        self.cfg, self.world = cfg, world or distributed.World()  # World(): one process
         self.ckpt_path = os.path.join(cfg.out_dir, FILENAME)
         ng.backend.keep_freed_memory()  # reuse activation buffers across steps (backend.py says why)
         ng.manual_seed(cfg.seed)
@@ -176,16 +185,21 @@ class Trainer:
 
     def _prepare_data(self, tok=None):
         """(tokenizer, data): a task with its own tokenizer, or the text encoded into out_dir by `tok`
-        (or by a new cfg.tokenizer) as a TokenDataset."""
+        (or by a new cfg.tokenizer) as a TokenDataset. Under mpiexec rank 0 writes the token files
+        and the other ranks receive its tokenizer."""
         cfg = self.cfg
         if cfg.dataset in TASKS and not cfg.data_file:
             if tok is not None:
                 raise ConfigError(f"--dataset={cfg.dataset} brings its own tokenizer: train it with --init_from=scratch")
             task = make_task(cfg)
             return task.tokenizer, task
-        text = gdata.load_text(cfg.dataset, cfg.data_file or None)
-        tok = self._new_tokenizer(text) if tok is None else tok
-        gdata.prepare(text, tok, cfg.out_dir, source=cfg.data_file or cfg.dataset)
+        if self.world.is_main:
+            text = gdata.load_text(cfg.dataset, cfg.data_file or None)
+            tok = self._new_tokenizer(text) if tok is None else tok
+            gdata.prepare(text, tok, cfg.out_dir, source=cfg.data_file or cfg.dataset)
+        if self.world.size > 1:
+            tok = load_tokenizer_json(self.world.broadcast(tok.to_json() if self.world.is_main else None,
+                                                           "rank 0 to prepare the data"))
         return tok, gdata.TokenDataset(cfg.out_dir)
 
     def _new_tokenizer(self, text):
@@ -207,24 +221,38 @@ class Trainer:
         self.optimizer = self.model.configure_optimizers(cfg.weight_decay, cfg.learning_rate,
                                                          (cfg.beta1, cfg.beta2))
         self.tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * model_config.block_size
+        if self.world.size > 1:
+            ng.manual_seed(self.world.seed(cfg.seed))  # each rank a dropout stream of its own
         print(f"model: {self.model.num_params() / 1e6:.2f}M parameters, vocab {model_config.vocab_size}, "
               f"{self.tokens_per_iter} tokens per iteration")
 
     # ---- checkpoint state ----------------------------------------------------------
     def _train_state(self):
-        return {"iter_num": self.iter_num, "best_val_loss": self.best_val, "last_eval": self.last_eval,
-                "data_rng": self.rng.bit_generator.state, "nanograd_rng": ng.get_rng_state(),
-                "config": dataclasses.asdict(self.cfg)}
+        state = {"iter_num": self.iter_num, "best_val_loss": self.best_val, "last_eval": self.last_eval,
+                 "data_rng": self.rng.bit_generator.state, "nanograd_rng": ng.get_rng_state(),
+                 "config": dataclasses.asdict(self.cfg)}
+        if self.world.size > 1:  # every rank's dropout stream (the data stream is the same on all)
+            state["rank_rngs"] = self.world.gather_states(ng.get_rng_state())
+        return state
 
     def _restore(self, state):
         self.iter_num, self.best_val, self.last_eval = state["iter_num"], state["best_val_loss"], state["last_eval"]
         self.rng.bit_generator.state = state["data_rng"]
-        ng.set_rng_state(state["nanograd_rng"])
+        saved = state.get("rank_rngs", [state["nanograd_rng"]])
+        if len(saved) == self.world.size:
+            ng.set_rng_state(saved[self.world.rank])
+        else:
+            ng.manual_seed(self.world.seed(self.cfg.seed, self.iter_num))
+            print(f"the checkpoint was written by {len(saved)} process(es), this run has {self.world.size}: "
+                  "the dropout random streams restart (seeded by seed, rank and iteration)")
         print(f"resumed from {self.ckpt_path} at iteration {self.iter_num} (best val {self.best_val:.4f})")
 
     def save(self):
-        save_checkpoint(self.ckpt_path, self.model, self.tokenizer, self.optimizer, self._train_state())
-        print(f"saved checkpoint to {self.ckpt_path}")
+        state = self._train_state()
+        if self.world.is_main:
+            save_checkpoint(self.ckpt_path, self.model, self.tokenizer, self.optimizer, state)
+            print(f"saved checkpoint to {self.ckpt_path}")
+        self.world.barrier("rank 0 to write the checkpoint")
 
     # ---- the loop ------------------------------------------------------------------
     def lr_at(self, it):
@@ -243,11 +271,19 @@ class Trainer:
         disturbs the training stream and repeats exactly after a resume.
         """
         rng = np.random.default_rng([self.cfg.seed, self.iter_num])
+        n, losses = self.cfg.eval_iters, {}
         with inference_mode(self.model):
-            return {split: float(np.mean([self.model(*self.batch(split, rng))[1].item()
-                                          for _ in range(self.cfg.eval_iters)])) for split in ("train", "val")}
+            for split in ("train", "val"):
+                mine = []
+                for k in range(n):
+                    batch = self.batch(split, rng)  # every rank draws every batch and runs its share
+                    if self.world.owns(k, n):
+                        mine.append(self.model(*batch)[1].item())
+                losses[split] = float(np.mean(self.world.gather_in_order(mine)))
+        return losses
 
     def evaluate(self):
+        self.world.check_replicas(self.model.parameters(), self.iter_num)
         losses = self.estimate_loss()
         self.last_eval = self.iter_num
         print(f"step {self.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
@@ -273,15 +309,24 @@ class Trainer:
         lr = self.lr_at(self.iter_num)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        total = 0.0
-        for _ in range(cfg.gradient_accumulation_steps):
-            _, loss = self.model(*self.batch("train", self.rng))
-            loss = loss / cfg.gradient_accumulation_steps
-            loss.backward()
-            total += loss.item()
+        mine, steps = [], cfg.gradient_accumulation_steps
+        for k in range(steps):
+            batch = self.batch("train", self.rng)  # every rank draws every micro-batch: one data stream
+            if self.world.owns(k, steps):
+                _, loss = self.model(*batch)
+                loss = loss / steps
+                loss.backward()
+                mine.append(loss.item())
+        total, shares = 0.0, self.world.gather_in_order(mine)
+        for share in shares:
+            total += share
         if not math.isfinite(total):
-            raise FloatingPointError(f"loss became {total} at iteration {self.iter_num}; stopping. The last "
-                                     f"good checkpoint is {self.ckpt_path}: try a lower learning_rate")
+            bad = next(k for k, share in enumerate(shares) if not math.isfinite(share))
+            where = f" on rank {self.world.owner(bad, steps)}" if self.world.size > 1 else ""
+            raise distributed.on_every_rank(FloatingPointError(
+                f"loss became {total} at iteration {self.iter_num}{where}; stopping. The last "
+                f"good checkpoint is {self.ckpt_path}: try a lower learning_rate"))
+        self.world.sum_gradients(self.model.parameters())
         if cfg.grad_clip:
             ng.optim.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
@@ -289,6 +334,8 @@ class Trainer:
         return total, lr
 
     def log_metrics(self, row):
+        if not self.world.is_main:
+            return
         with open(os.path.join(self.cfg.out_dir, "metrics.jsonl"), "a") as fh:
             fh.write(json.dumps(row) + "\n")
 
@@ -312,13 +359,14 @@ class Trainer:
                       f"{self.tokens_per_iter * 1000 / ms:.0f} tok/s, ETA {eta:.0f}s")
                 self.log_metrics({"iter": self.iter_num, "loss": loss, "lr": lr, "ms_per_iter": ms})
                 t_last = now
-            if stop.signal:
+            signal_name = self.world.first(stop.signal)  # the ranks stop together, at the same iteration
+            if signal_name:
                 self.save()
-                print(f"stopped by {stop.signal} at iteration {self.iter_num}; "
+                print(f"stopped by {signal_name} at iteration {self.iter_num}; "
                       f"continue with --init_from=resume --out_dir={cfg.out_dir}")
                 return
         print(f"done: {self.iter_num} iterations in {time.time() - t_start:.0f}s, best val loss {self.best_val:.4f}")
-        if isinstance(self.data, Task):
+        if isinstance(self.data, Task) and self.world.is_main:
             self.data.finish(self.model, cfg.out_dir)
 
 

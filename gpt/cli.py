@@ -12,14 +12,14 @@ from nanograd.backend import DeviceError
 
 EXIT_BAD_INPUT = 2
 # Errors that describe bad input rather than a bug: all subclass ValueError except these.
-_EXPECTED = (ValueError, KeyError, FileNotFoundError, DeviceError, FloatingPointError)
+EXPECTED = (ValueError, KeyError, FileNotFoundError, DeviceError, FloatingPointError)
 
 
 def run_main(main, argv=None):
     """Call main(argv); expected errors print `error: ...` and exit 2."""
     try:
         main(sys.argv[1:] if argv is None else argv)
-    except _EXPECTED as e:
+    except EXPECTED as e:
         message = e.args[0] if e.args else type(e).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
