@@ -148,7 +148,7 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)  # batch sampling
         self.iter_num, self.best_val, self.last_eval = 0, math.inf, -1
         if cfg.init_from == "resume":
-            ckpt = load_checkpoint(self.ckpt_path)
+            ckpt = load_checkpoint(self.ckpt_path, resume=True)
             self.tokenizer = ckpt.tokenizer
             self.data = self._resumed_data()
             self._build(GPT(ckpt.model_config))

@@ -35,7 +35,7 @@ import numpy as np
 
 from nanograd import backend
 
-from .checkpoint import load_checkpoint
+from .checkpoint import check_state, load_checkpoint
 from .model import GPT, GPTConfig
 from .safetensors import load_file, save_file
 from .tokenizer import PATTERNS, BPETokenizer, TokenizerError
@@ -96,12 +96,17 @@ def read(directory):
 
 
 def build(config, state, source):
-    """A GPT(config) holding `state`; HFError naming `source` and the tensor if the state does not fit."""
-    model = GPT(config)
+    """A GPT(config) holding `state`; HFError naming `source` and the tensor if the state does not fit.
+
+    The state is checked against the config before the model is built, so a config.json that
+    claims a larger model than its weights allocates nothing.
+    """
     try:
-        model.load_state_dict(state)  # checks every name and shape before changing anything
-    except (KeyError, ValueError) as e:
-        raise HFError(f"{source}: {e.args[0]}") from None
+        check_state(state, config)
+    except ValueError as e:
+        raise HFError(f"{source}: {e}") from None
+    model = GPT(config)
+    model.load_state_dict(state)
     return model
 
 
@@ -109,20 +114,23 @@ def read_config(path):
     """GPTConfig from a GPT-2 config.json; HFError naming the key for anything GPT-2 ours cannot run."""
     d = _read_json(path)
     if d.get("model_type") != "gpt2":
-        raise HFError(f"{path}: model_type {d.get('model_type')!r} is not 'gpt2'; only GPT-2 checkpoints load")
+        raise HFError(f"{path}: model_type {d.get('model_type')!r:.80} is not 'gpt2'; only GPT-2 checkpoints load")
+    sizes = {"block_size": "n_positions", "vocab_size": "vocab_size", "n_layer": "n_layer", "n_head": "n_head",
+             "n_embd": "n_embd"}
+    for key in sizes.values():
+        if not isinstance(d.get(key), int) or isinstance(d.get(key), bool):
+            raise HFError(f"{path}: {key} is {d.get(key)!r:.80}, expected an integer")
+    dropout = d.get("resid_pdrop", 0.0)
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool):
+        raise HFError(f"{path}: resid_pdrop is {dropout!r:.80}, expected a number")
     expected = {"activation_function": TANH_GELUS, "layer_norm_epsilon": (1e-5,), "scale_attn_weights": (True,),
                 "scale_attn_by_inverse_layer_idx": (False,), "add_cross_attention": (False,),
                 "tie_word_embeddings": (True,), "n_inner": (None, 4 * d.get("n_embd", 0))}
     for key, allowed in expected.items():
         if d.get(key, allowed[0]) not in allowed:
-            raise HFError(f"{path}: {key}={d[key]!r} is not supported (expected {' or '.join(map(repr, allowed))})")
-    sizes = {"block_size": "n_positions", "vocab_size": "vocab_size", "n_layer": "n_layer", "n_head": "n_head",
-             "n_embd": "n_embd"}
-    for key in sizes.values():
-        if not isinstance(d.get(key), int) or isinstance(d.get(key), bool):
-            raise HFError(f"{path}: {key} is {d.get(key)!r}, expected an integer")
+            raise HFError(f"{path}: {key}={d[key]!r:.80} is not supported (expected {' or '.join(map(repr, allowed))})")
     try:
-        return GPTConfig(**{ours: d[theirs] for ours, theirs in sizes.items()}, dropout=d.get("resid_pdrop", 0.0))
+        return GPTConfig(**{ours: d[theirs] for ours, theirs in sizes.items()}, dropout=dropout)
     except ValueError as e:
         raise HFError(f"{path}: {e}") from None
 
@@ -165,15 +173,19 @@ def read_tokenizer(directory):
 def _tokenizer_from_json(path):
     """BPETokenizer from a Hugging Face tokenizer.json holding a byte-level BPE model."""
     d = _read_json(path)
-    model = d.get("model")
-    if not isinstance(model, dict) or model.get("type") != "BPE" or (d.get("pre_tokenizer") or {}).get("type") \
-            != "ByteLevel":
+    model, pre_tokenizer = d.get("model"), d.get("pre_tokenizer")
+    if not (isinstance(model, dict) and model.get("type") == "BPE" and isinstance(pre_tokenizer, dict)
+            and pre_tokenizer.get("type") == "ByteLevel"):
         raise HFError(f"{path}: not a byte-level BPE tokenizer (model.type must be 'BPE', pre_tokenizer 'ByteLevel')")
-    vocab = dict(model.get("vocab") or {})
-    added = d.get("added_tokens") or []
-    specials = {t["content"]: vocab.pop(t["content"], t["id"]) for t in added if t.get("special")}
-    merges = [parse_merge(" ".join(m) if isinstance(m, list) else m, f"{path}, merge {r}")
-              for r, m in enumerate(model.get("merges") or [])]
+    vocab, merges, added = model.get("vocab"), model.get("merges"), d.get("added_tokens") or []
+    if not (isinstance(vocab, dict) and isinstance(merges, list) and isinstance(added, list)
+            and all(isinstance(t, dict) and isinstance(t.get("content"), str) for t in added)):
+        raise HFError(f"{path}: model.vocab must be an object, model.merges a list and added_tokens a list of "
+                      "objects with a string content")
+    vocab = dict(vocab)
+    specials = {t["content"]: vocab.pop(t["content"], t.get("id")) for t in added if t.get("special")}
+    merges = [parse_merge(" ".join(m) if isinstance(m, list) and all(isinstance(p, str) for p in m) else m,
+                          f"{path}, merge {r}") for r, m in enumerate(merges)]
     return BPETokenizer(parse_vocab(vocab, f"{path}, model.vocab"), merges, specials)
 
 
@@ -184,8 +196,8 @@ def _read_json(path):
             d = json.load(f)
     except FileNotFoundError:
         raise HFError(f"{path} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HFError(f"{path}: not readable JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # bad UTF-8 or JSON, 4300+ digit integers, deep nesting
+        raise HFError(f"{path}: not readable JSON ({type(e).__name__}: {e})") from None
     if not isinstance(d, dict):
         raise HFError(f"{path}: expected a JSON object, got {type(d).__name__}")
     return d

@@ -8,9 +8,10 @@ A safetensors file is three parts:
 Files written here are byte-identical to the reference writer's: tensors ordered by dtype, widest
 first, then by name, with the JSON written compactly.
 
-Reading trusts nothing: the header length is bounded, every tensor's byte count must match its
-shape and dtype, and the tensors must tile the data exactly (no gaps, overlaps or trailing
-bytes). Any problem raises SafetensorsError naming the file and what is wrong. Writing is
+Reading trusts nothing: the header length is bounded by the file, every tensor's byte count must
+match its shape and dtype, and the tensors must tile the data exactly (no gaps, overlaps or
+trailing bytes), all before any tensor is allocated, so reading never allocates more than the
+file holds. Any problem raises SafetensorsError naming the file and what is wrong. Writing is
 atomic (see atomic_write), so a crash mid-save leaves the previous file intact.
 
 BF16 tensors are read by upcasting to float32 (NumPy has no bfloat16); that is exact.
@@ -27,6 +28,8 @@ import uuid
 import numpy as np
 
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's limit
+MAX_DIMS = 32  # NumPy 1.x's limit on array dimensions (2.x allows 64)
+MAX_ELEMENTS_BYTES = 2**62  # NumPy refuses shapes whose nonzero sizes multiply past ~2**63 bytes, even empty ones
 
 # name -> little-endian NumPy dtype, in the reference's dtype order (narrowest first)
 _DTYPES = {
@@ -206,8 +209,9 @@ def _parse_json(path, raw):
     """The header bytes as a JSON object."""
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SafetensorsError(f"{path}: header is not valid JSON ({e}); not a safetensors file?") from None
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, an integer of 4300+ digits, deep nesting
+        raise SafetensorsError(f"{path}: header is not valid JSON ({type(e).__name__}: {e}); "
+                               "not a safetensors file?") from None
     if not isinstance(header, dict):
         raise SafetensorsError(f"{path}: header is JSON {type(header).__name__}, expected an object")
     return header
@@ -225,14 +229,17 @@ def _parse_entry(path, name, entry):
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise SafetensorsError(f"{path}: tensor {name!r} entry must have exactly dtype, shape and data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in _DTYPES:
-        raise SafetensorsError(f"{path}: tensor {name!r} has dtype {dtype!r}, which this reader does not "
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise SafetensorsError(f"{path}: tensor {name!r} has dtype {_short(dtype)}, which this reader does not "
                                f"support (known: {', '.join(_DTYPES)})")
-    if not (isinstance(shape, list) and all(_is_count(d) for d in shape)):
-        raise SafetensorsError(f"{path}: tensor {name!r} has shape {shape!r}, expected a list of sizes >= 0")
+    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(_is_count(d) for d in shape)):
+        raise SafetensorsError(f"{path}: tensor {name!r} has shape {_short(shape)}, expected a list of at most "
+                               f"{MAX_DIMS} sizes >= 0")
+    if math.prod(d for d in shape if d) * np.dtype(_DTYPES[dtype]).itemsize > MAX_ELEMENTS_BYTES:
+        raise SafetensorsError(f"{path}: tensor {name!r} has shape {_short(shape)}, too large for an array")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
             and offsets[0] <= offsets[1]):
-        raise SafetensorsError(f"{path}: tensor {name!r} has data_offsets {offsets!r}, expected [begin, end] "
+        raise SafetensorsError(f"{path}: tensor {name!r} has data_offsets {_short(offsets)}, expected [begin, end] "
                                "with 0 <= begin <= end")
     nbytes = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
     if offsets[1] - offsets[0] != nbytes:
@@ -261,6 +268,12 @@ def _check_layout(path, entries, data_size):
         position, previous = end, name
     if position != data_size:
         raise SafetensorsError(f"{path}: {data_size - position} trailing bytes after the last tensor")
+
+
+def _short(value, limit=80):
+    """repr(value) cut to `limit` characters, for messages about values read from a file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _size(n):

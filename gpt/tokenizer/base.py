@@ -103,6 +103,8 @@ class Tokenizer:
         """`token_bytes[i]`: the bytes of ordinary token i; `special_tokens`: {text: id}, the
         specials taking the ids right after the ordinary ones."""
         n = len(token_bytes)
+        if not (isinstance(special_tokens, dict) and all(type(i) is int for i in special_tokens.values())):
+            raise TokenizerError(f"special tokens must map text to integer ids, got {special_tokens!r:.80}")
         for text, i in special_tokens.items():
             if not text or "\n" in text:
                 raise TokenizerError(f"special token {text!r}: must be non-empty without a newline")
@@ -217,11 +219,11 @@ def load_tokenizer_dict(d, source="tokenizer"):
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise TokenizerError(f"{source}: not a {FORMAT} file (no \"format\": \"{FORMAT}\" header)")
     if d.get("version") != VERSION:
-        raise TokenizerError(f"{source}: format version {d.get('version')!r} is not supported "
+        raise TokenizerError(f"{source}: format version {d.get('version')!r:.40} is not supported "
                              f"(this code reads version {VERSION})")
-    cls = Tokenizer._kinds.get(d.get("type"))
+    cls = Tokenizer._kinds.get(d.get("type")) if isinstance(d.get("type"), str) else None
     if cls is None:
-        raise TokenizerError(f"{source}: unknown tokenizer type {d.get('type')!r}; "
+        raise TokenizerError(f"{source}: unknown tokenizer type {d.get('type')!r:.40}; "
                              f"known: {sorted(k for k in Tokenizer._kinds if k)}")
     try:
         return cls.from_dict(d)
@@ -235,8 +237,8 @@ def load_tokenizer_json(s, source="tokenizer JSON"):
     """Build a tokenizer from `to_json()`'s string."""
     try:
         d = json.loads(s)
-    except json.JSONDecodeError as e:
-        raise TokenizerError(f"{source}: not valid JSON, truncated or corrupt? ({e})") from None
+    except (ValueError, RecursionError) as e:  # bad JSON, an integer of 4300+ digits, deep nesting
+        raise TokenizerError(f"{source}: not valid JSON, truncated or corrupt? ({type(e).__name__}: {e})") from None
     return load_tokenizer_dict(d, source)
 
 
@@ -247,4 +249,6 @@ def load_tokenizer(path):
             s = f.read()
     except UnicodeDecodeError as e:
         raise TokenizerError(f"{path}: not UTF-8 text, corrupt? ({e})") from None
+    except OSError as e:
+        raise TokenizerError(f"cannot read tokenizer file {path}: {e.strerror}") from None
     return load_tokenizer_json(s, str(path))

@@ -231,8 +231,10 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, d):
+        if not (isinstance(d.get("pattern"), str) and isinstance(d.get("merges"), list)):
+            raise TokenizerError("a bpe tokenizer needs a \"pattern\" string and a \"merges\" list")
         merges = [parse_merge(line, f"merge {r}") for r, line in enumerate(d["merges"])]
-        return cls(parse_vocab(d["vocab"], "vocab"), merges, d["special_tokens"], d["pattern"])
+        return cls(parse_vocab(d.get("vocab"), "vocab"), merges, d.get("special_tokens"), d["pattern"])
 
     # ---- encoding -------------------------------------------------------------------------
 

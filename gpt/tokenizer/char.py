@@ -44,6 +44,8 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, d):
-        if d["special_tokens"]:
-            raise TokenizerError("a char tokenizer has no special tokens")
+        if d.get("special_tokens") != {}:
+            raise TokenizerError("a char tokenizer has no special tokens (special_tokens must be {})")
+        if not isinstance(d.get("chars"), str):
+            raise TokenizerError("a char tokenizer's \"chars\" must be a string, its vocabulary")
         return cls(d["chars"])
