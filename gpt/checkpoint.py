@@ -222,14 +222,28 @@ def _optimizer_state(tensors, optim_meta, config):
     return {"param_groups": groups, "state": state}
 
 
-# train.py's train_state: key -> (check, what it must be); a checkpoint holds all of them or none.
+def _is_rng_state(state):
+    """True if a fresh generator of `state`'s kind accepts it (as train.py will on resume)."""
+    try:
+        np.random.default_rng().bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError):
+        return False
+    return True
+
+
+# train.py's train_state: key -> (check, what it must be); a checkpoint holds all of them or none,
+# and may hold the optional ones.
 TRAIN_STATE = {
     "iter_num": (lambda v: _is(v, int) and v >= 0, "an integer >= 0"),
     "best_val_loss": (lambda v: _is(v, float), "a number"),
     "last_eval": (lambda v: _is(v, int) and v >= -1, "an integer >= -1"),
-    "data_rng": (lambda v: _is_rng_state(v), "a NumPy bit generator state"),
-    "nanograd_rng": (lambda v: _is_rng_state(v), "a NumPy bit generator state"),
+    "data_rng": (_is_rng_state, "a NumPy bit generator state"),
+    "nanograd_rng": (_is_rng_state, "a NumPy bit generator state"),
     "config": (lambda v: isinstance(v, dict), "an object"),
+}
+TRAIN_STATE_OPTIONAL = {
+    "rank_rngs": (lambda v: isinstance(v, list) and all(map(_is_rng_state, v)),
+                  "a list of NumPy bit generator states, one per rank"),
 }
 
 
@@ -239,19 +253,10 @@ def _train_state(state):
         raise ValueError("train_state must be an object")
     if state and not set(TRAIN_STATE) <= set(state):
         raise ValueError(f"train_state lacks {sorted(set(TRAIN_STATE) - set(state))}")
-    for key, (check, kind) in TRAIN_STATE.items():
+    for key, (check, kind) in {**TRAIN_STATE, **TRAIN_STATE_OPTIONAL}.items():
         if key in state and not check(state[key]):
             raise ValueError(f"train_state.{key} is {state[key]!r:.80}, expected {kind}")
     return state
-
-
-def _is_rng_state(state):
-    """True if a fresh generator of `state`'s kind accepts it (as train.py will on resume)."""
-    try:
-        np.random.default_rng().bit_generator.state = state
-    except (TypeError, ValueError, KeyError, OverflowError):
-        return False
-    return True
 
 
 def load_model(path, device="cpu"):

@@ -47,7 +47,8 @@ def files(tmp_path_factory):
     optimizer.step()
     rng = np.random.default_rng(0)
     train_state = {"iter_num": 1, "best_val_loss": 5.5, "last_eval": 0, "data_rng": rng.bit_generator.state,
-                   "nanograd_rng": ng.get_rng_state(), "config": {"batch_size": 1}}
+                   "nanograd_rng": ng.get_rng_state(), "config": {"batch_size": 1},
+                   "rank_rngs": [ng.get_rng_state()] * 2}
     save_checkpoint(str(root / "ckpt.safetensors"), model, bpe, optimizer, train_state)
     char.save(root / "char.json")
     bpe.save(root / "bpe.json")
