@@ -143,7 +143,6 @@ class Trainer:
     def __init__(self, cfg, world=None):
         self.cfg, self.world = cfg, world or distributed.World()  # World(): one process
         self.ckpt_path = os.path.join(cfg.out_dir, FILENAME)
-        ng.backend.keep_freed_memory()  # reuse activation buffers across steps (backend.py says why)
         ng.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)  # batch sampling
         self.iter_num, self.best_val, self.last_eval = 0, math.inf, -1

@@ -85,7 +85,7 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import nanograd as ng
     ng.parallel.set_num_threads(args.threads)  # our elementwise kernels: as many threads as torch's
-    ng.backend.keep_freed_memory()  # as train.py does
+    ng.backend.keep_freed_memory()  # as the first backward() does
 
     rng = np.random.default_rng(1)
     print(f"float32, forward + backward, best of {args.repeats}, {args.threads} threads, "

@@ -14,6 +14,11 @@ tokens/s is the best round (other work on the machine only ever slows a round do
 median-round ratio is printed too). Before timing, the first-step loss of both is printed
 (identical weights and data, so they must agree to ~1e-5).
 
+A plain loop (training_loops.PlainLoop: the public API only, no allocator or threading
+call) is timed against train.py's own loop (its Trainer.train_step) too, each in its own
+child process, alternating, `--rounds` times each: the best rounds' ratio is the
+"plain/train.py" column.
+
 Peak memory is measured separately: one child process per framework imports only that
 framework, builds the model and runs the training steps; its peak RSS (/proc/self/status
 VmHWM, including the libraries themselves) is reported raw, next to the RSS right
@@ -27,12 +32,7 @@ import subprocess
 import sys
 import time
 
-CONFIGS = {  # n_layer, n_head, n_embd, block_size, batch_size, vocab_size, default steps/round
-    "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, vocab_size=65, steps=20),
-    "char6": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=8, vocab_size=65, steps=3),
-    "gpt2s": dict(n_layer=12, n_head=12, n_embd=768, block_size=128, batch_size=2, vocab_size=50257, steps=2),
-}
-LR, BETAS, WEIGHT_DECAY, GRAD_CLIP, SEED = 1e-3, (0.9, 0.99), 0.1, 1.0, 1337
+from training_loops import CONFIGS, SEED, PlainLoop, TorchLoop, TrainPyLoop, make_batches, model_config
 
 
 def parse_args(argv):
@@ -44,20 +44,23 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, default=2, help="threads for BLAS/OpenMP (both frameworks)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    ap.add_argument("--no-loops", action="store_true", help="skip the plain loop against train.py's loop")
     ap.add_argument("--profile", action="store_true", help="cProfile our training step instead of comparing")
-    ap.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["ours", "torch", "plain", "trainpy"], help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
 ARGS = parse_args(sys.argv[1:])
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)  # before numpy/torch are imported
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NANOGRAD_NUM_THREADS"):
+    os.environ[var] = str(ARGS.threads)  # before numpy/torch are imported; children inherit them
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import resource  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -88,62 +91,11 @@ def limit_threads(n):
         pass
 
 
-def model_config(name):
-    from gpt.model import GPTConfig
-    c = CONFIGS[name]
-    return GPTConfig(block_size=c["block_size"], vocab_size=c["vocab_size"], n_layer=c["n_layer"],
-                     n_head=c["n_head"], n_embd=c["n_embd"], dropout=0.0, bias=True)
-
-
-def make_batches(name, n=4, seed=0):
-    """n fixed (x, y) int64 batches of random tokens; y is x shifted by one."""
-    c = CONFIGS[name]
-    rng = np.random.default_rng(seed)
-    seqs = rng.integers(0, c["vocab_size"], (n, c["batch_size"], c["block_size"] + 1), dtype=np.int64)
-    return [(s[:, :-1].copy(), s[:, 1:].copy()) for s in seqs]
-
-
-class OurTrainer:
-    def __init__(self, model, device):
-        import nanograd as ng
-        self.ng, self.model, self.device = ng, model, device
-        ng.backend.keep_freed_memory()  # as train.py's Trainer does
-        ng.parallel.set_num_threads(ARGS.threads)  # our kernels' threads: as many as torch's
-        self.opt = model.configure_optimizers(WEIGHT_DECAY, LR, BETAS)
-
-    def loss(self, x, y):
-        with self.ng.no_grad():
-            return self.model(self.ng.Tensor(x, device=self.device), self.ng.Tensor(y, device=self.device))[1].item()
-
-    def step(self, x, y):
-        ng = self.ng
-        _, loss = self.model(ng.Tensor(x, device=self.device), ng.Tensor(y, device=self.device))
-        loss.backward()
-        ng.optim.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
-        self.opt.step()
-        self.opt.zero_grad()
-        return loss.item()  # waits for the device
-
-
-class TorchTrainer:
-    def __init__(self, model, device):
-        import torch
-        self.torch, self.model, self.device = torch, model, device
-        self.opt = model.configure_optimizers(WEIGHT_DECAY, LR, BETAS)
-
-    def loss(self, x, y):
-        t = self.torch
-        with t.no_grad():
-            return self.model(t.from_numpy(x).to(self.device), t.from_numpy(y).to(self.device))[1].item()
-
-    def step(self, x, y):
-        t = self.torch
-        _, loss = self.model(t.from_numpy(x).to(self.device), t.from_numpy(y).to(self.device))
-        loss.backward()
-        t.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        return loss.item()
+def our_loop(model, device):
+    """PlainLoop with our kernels on ARGS.threads threads, as many as torch's."""
+    import nanograd as ng
+    ng.parallel.set_num_threads(ARGS.threads)
+    return PlainLoop(model, device)
 
 
 def run_steps(trainer, batches, n, start=0):
@@ -161,19 +113,31 @@ def init_torch(threads):
 
 # ---- one framework alone, in a child process: peak memory ------------------------------
 def child(which, name, steps, warmup, device):
+    out_dir = tempfile.mkdtemp(prefix="train_speed_")  # train.py's token files
+    try:
+        measure_alone(which, name, steps, warmup, device, out_dir)
+    finally:
+        shutil.rmtree(out_dir)
+
+
+def measure_alone(which, name, steps, warmup, device, out_dir):
     limit_threads(ARGS.threads)
     cfg = model_config(name)
     if which == "torch":
         init_torch(ARGS.threads)
         from torch_gpt import TorchGPT
         base = rss_mb()
-        trainer = TorchTrainer(TorchGPT(cfg).to(device), device)
+        trainer = TorchLoop(TorchGPT(cfg).to(device), device)
+    elif which == "trainpy":
+        base = rss_mb()
+        trainer = TrainPyLoop(name, out_dir)
     else:
         import nanograd as ng
         from gpt.model import GPT
         base = rss_mb()
         ng.manual_seed(SEED)
-        trainer = OurTrainer(GPT(cfg).to(device), device)
+        model = GPT(cfg).to(device)
+        trainer = PlainLoop(model, device) if which == "plain" else our_loop(model, device)
     batches = make_batches(name)
     run_steps(trainer, batches, warmup)
     dt = run_steps(trainer, batches, steps, warmup)
@@ -213,7 +177,7 @@ def compare(name):
     print(f"\n== {name}: {c['n_layer']} layers, {c['n_head']} heads, {c['n_embd']} wide, block {c['block_size']}, "
           f"batch {c['batch_size']}, vocab {c['vocab_size']}, {n_params / 1e6:.2f}M params, {tokens} tokens/step, "
           f"{ARGS.threads} threads, {device}")
-    ours, theirs = OurTrainer(ours_model, device), TorchTrainer(torch_model, device)
+    ours, theirs = our_loop(ours_model, device), TorchLoop(torch_model, device)
     batches = make_batches(name)
 
     # sanity: the same function (weights copied, same batch)
@@ -253,7 +217,22 @@ def compare(name):
         print(f"peak RSS ratio ours/torch {mem['ours']['peak_rss_mb'] / mem['torch']['peak_rss_mb']:.2f}")
         row.update(ours_rss_mb=mem["ours"]["peak_rss_mb"], torch_rss_mb=mem["torch"]["peak_rss_mb"],
                    ours_alone_tok_s=mem["ours"]["tok_s"], torch_alone_tok_s=mem["torch"]["tok_s"])
+    if not ARGS.no_loops and device == "cpu":
+        row.update(plain_vs_trainpy(name, steps))
     return row
+
+
+def plain_vs_trainpy(name, steps):
+    """tokens/s of a plain loop and of train.py's loop, each in child processes, alternating."""
+    rates = {"plain": [], "trainpy": []}
+    for r in range(ARGS.rounds):
+        for which in ("plain", "trainpy")[:: 1 if r % 2 == 0 else -1]:
+            rates[which].append(measure_child(which, name, steps)["tok_s"])
+    best = {k: max(v) for k, v in rates.items()}
+    print(f"separate processes, {ARGS.rounds} rounds of {steps} steps: plain loop {[round(v) for v in rates['plain']]}, "
+          f"train.py's loop {[round(v) for v in rates['trainpy']]} tok/s; best rounds' ratio plain/train.py "
+          f"{best['plain'] / best['trainpy']:.2f} (load average {os.getloadavg()[0]:.1f})")
+    return {"plain_tok_s": best["plain"], "trainpy_tok_s": best["trainpy"], "plain_ratio": best["plain"] / best["trainpy"]}
 
 
 def profile(name):
@@ -264,7 +243,7 @@ def profile(name):
     import nanograd as ng
     from gpt.model import GPT
     ng.manual_seed(SEED)
-    trainer = OurTrainer(GPT(model_config(name)).to(ARGS.device), ARGS.device)
+    trainer = our_loop(GPT(model_config(name)).to(ARGS.device), ARGS.device)
     batches = make_batches(name)
     run_steps(trainer, batches, ARGS.warmup)
     steps = ARGS.steps or CONFIGS[name]["steps"]
@@ -293,11 +272,12 @@ def main():
     except ImportError:
         pass
     rows = [compare(name) for name in names]
-    print("\nconfig   ours tok/s  torch tok/s  ours/torch  peak RSS ours  torch  ratio   (best rounds)")
+    print("\nconfig   ours tok/s  torch tok/s  ours/torch  plain/train.py  peak RSS ours  torch  ratio   (best rounds)")
     for r in rows:
         mem = (f"{r['ours_rss_mb']:9.0f} MB {r['torch_rss_mb']:5.0f} MB {r['ours_rss_mb'] / r['torch_rss_mb']:6.2f}"
                if "ours_rss_mb" in r else "")
-        print(f"{r['config']:7s} {r['ours_tok_s']:11.0f} {r['torch_tok_s']:12.0f} {r['ratio']:11.2f}  {mem}")
+        plain = f"{r['plain_ratio']:14.2f}" if "plain_ratio" in r else " " * 14
+        print(f"{r['config']:7s} {r['ours_tok_s']:11.0f} {r['torch_tok_s']:12.0f} {r['ratio']:11.2f}  {plain}  {mem}")
 
 
 if __name__ == "__main__":

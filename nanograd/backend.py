@@ -128,15 +128,32 @@ def uniform(xp, shape, dtype):
     return xp.random.random(shape, dtype=dtype)
 
 
+_freed_memory = []  # [True] once keep_freed_memory has run, [False] once it was declined
+
+
 def keep_freed_memory():
     """Ask glibc to keep freed memory for reuse instead of returning it to the OS.
 
-    A training step allocates and frees the same few-MB activation arrays every
-    iteration. By default glibc serves each with a fresh mmap and unmaps it on free, so
-    every step page-faults its memory in again (measured: two thirds of a layer norm's
-    time). Raising the mmap threshold to its maximum (32 MiB) and the trim threshold to
-    1 GiB (mallopt) lets the heap reuse them. A no-op where glibc is absent.
+    A training step allocates and frees the same few-MB activation and gradient arrays every
+    iteration. By default glibc serves each with a fresh mmap (or trims its heap when a large
+    block is freed), so every step page-faults its memory in again: 12,800 minor faults per
+    step (50 MB) on a 4-layer 128-wide model, 55,000 (215 MB) on a 6-layer 384-wide one,
+    against none with this setting, where it made a plain loop 1.4x faster (0.73x PyTorch's
+    speed instead of 1.07x). Raising the mmap threshold to its maximum (32 MiB) and the trim
+    threshold to 1 GiB (mallopt) lets the heap reuse them.
+
+    It is process-wide: the process then keeps up to 1 GiB of freed memory for reuse, for
+    every library in it, instead of returning it at once. So nanograd does not set it on
+    import: `maybe_keep_freed_memory` runs it at the first backward(), which is where a
+    process shows it is training, and $NANOGRAD_KEEP_FREED_MEMORY=0 turns that off. We chose
+    this over a pool of nanograd's own buffers keyed by shape and dtype (PyTorch's caching
+    allocator), which would have to route every op's output, NumPy's temporaries included,
+    through `out=` and know when an array is dead: the page faults it could remove are all
+    gone with these two numbers already. Runs once; a no-op where glibc is absent.
     """
+    if _freed_memory:
+        return
+    _freed_memory.append(True)
     import ctypes
     import ctypes.util
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -146,3 +163,12 @@ def keep_freed_memory():
         libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+def maybe_keep_freed_memory():
+    """keep_freed_memory() the first time, unless $NANOGRAD_KEEP_FREED_MEMORY is 0 (backward() calls this)."""
+    if not _freed_memory:
+        if os.environ.get("NANOGRAD_KEEP_FREED_MEMORY", "1").strip() == "0":
+            _freed_memory.append(False)
+        else:
+            keep_freed_memory()

@@ -29,6 +29,16 @@ Kernels may call matmul. While the workers are up, OpenBLAS is told to use one t
 call (its own threads would otherwise compete with ours for the same cores, which measured
 1.7x slower on attention); when they sleep, its threading is restored.
 
+Spinning pays only while the cores are ours. When another process wants them too (a second
+training, the test suite, a notebook), a spinning thread holds a core that the thread it waits
+for needs: two trainings sharing two cores ran 8.6x slower each instead of 2x. So every
+CHECK_SECONDS the calling thread reads how long it waited for a CPU (Linux's
+/proc/thread-self/schedstat). Waiting more than SHARED_WAIT of the time means the cores are
+shared: then every call runs in the calling thread, the workers sleep and OpenBLAS keeps one
+thread, so the process asks for one core. It cannot see from one thread whether a second core
+has become free, so after PROBE_SECONDS[0] of not waiting it tries all its threads again; if
+the wait comes back at once, the next try waits twice as long (up to PROBE_SECONDS[1]).
+
 Left out: process pools, NUMA placement, work stealing (rows are split evenly).
 """
 import ctypes
@@ -44,6 +54,9 @@ import numpy as np
 BLOCK_BYTES = 1 << 20  # bytes of the first array per block: about one L2 cache (1 MB beat 256 KB, 2, 4 MB and 1 GB)
 MIN_SPLIT_BYTES = 512 << 10  # below this, handing work to another thread costs more than it saves
 SPIN_SECONDS = 0.02  # after a call, workers spin this long for the next before they sleep (0: never spin)
+CHECK_SECONDS = 0.1  # how often the calling thread measures its wait for a CPU
+SHARED_WAIT = 0.1  # waiting for a CPU more than this fraction of the time: the cores are shared (None: never back off)
+PROBE_SECONDS = (0.5, 8.0)  # shared: try all threads again after this long without waiting, doubling to the max
 _num_threads = None
 _workers = []  # the worker threads (_Worker), started on first use
 _watchdog = []  # its thread, started with the first worker
@@ -51,7 +64,7 @@ _busy = threading.Lock()  # held while a map_blocks call is spread over the work
 _openblas = []  # [(get_num_threads, set_num_threads) or None], looked up once
 _spin_functions = []  # [glibc's pthread_spin_* or None], looked up once
 _hot = threading.Event()  # set by a split call, cleared when the watchdog sends the workers to sleep
-_blas_before = []  # OpenBLAS's thread count from before the workers started spinning
+_blas_before = []  # OpenBLAS's own thread count, while we hold it at one
 _last_call = 0.0  # time.perf_counter() when the last split call ended
 
 
@@ -102,12 +115,11 @@ def sleep_workers():
 def _forget_workers():
     """In a forked child: none of the parent's threads exist here, and a lock one of them held
     at the fork would stay held; start afresh."""
-    global _busy, _hot
+    global _busy, _hot, _sharing
     _workers.clear()
     _watchdog.clear()
-    blas = _find_openblas()
-    if blas and _blas_before:  # forked while the parent's workers were up
-        blas[1](_blas_before.pop())
+    _release_blas()  # forked while the parent held it
+    _sharing = _CoreShare()  # the child measures its own wait
     _busy, _hot = threading.Lock(), threading.Event()
 
 
@@ -189,9 +201,8 @@ def _sleep_workers():
         if worker.spinning:
             worker.submit(lambda: None, spin=False)
             worker.join()
-    blas = _find_openblas()
-    if blas and _blas_before:
-        blas[1](_blas_before.pop())
+    if not _sharing.shared:
+        _release_blas()
     _hot.clear()
 
 
@@ -199,11 +210,95 @@ def _heat_up():
     """A split call starts: OpenBLAS goes to one thread per call until the workers sleep again,
     as its own threads would fight ours for the cores (measured 1.7x slower on attention)."""
     if not _hot.is_set():
-        blas = _find_openblas()
-        if blas:
-            _blas_before.append(blas[0]())
-            blas[1](1)
+        _hold_blas()
         _hot.set()
+
+
+def _hold_blas():
+    """OpenBLAS to one thread per call, its own count kept to give back."""
+    blas = _find_openblas()
+    if blas and not _blas_before:
+        _blas_before.append(blas[0]())
+        blas[1](1)
+
+
+def _release_blas():
+    """OpenBLAS back to the thread count it had before _hold_blas."""
+    blas = _find_openblas()
+    if blas and _blas_before:
+        blas[1](_blas_before.pop())
+
+
+class _CoreShare:
+    """Whether the cores are shared with another process, from how long one thread waits for a CPU.
+
+    update(now, waited) takes the time and the thread's total wait so far (seconds) and
+    returns True while the cores are shared. The module's docstring gives the policy; it
+    lives here apart from the clock and /proc, so that tests can drive it with made-up times.
+    """
+
+    def __init__(self):
+        self.shared = False
+        self.thread = self.since = None  # whose wait is measured, and (time, wait) when the window began
+        self.until = 0.0  # shared: try all threads again at this time, unless a wait pushes it later
+        self.backoff = PROBE_SECONDS[0]
+        self.probed = -float("inf")  # when the last try with all threads began
+
+    def update(self, now, waited, thread=None):
+        if self.since is None or thread != self.thread:
+            self.thread, self.since = thread, (now, waited)
+            return self.shared
+        t0, w0 = self.since
+        if now - t0 < CHECK_SECONDS:
+            return self.shared
+        self.since = (now, waited)
+        waits = (waited - w0) / (now - t0) > SHARED_WAIT
+        if self.shared and waits:
+            self.until = now + self.backoff
+        elif self.shared and now >= self.until:
+            self.shared, self.probed = False, now
+        elif not self.shared and waits:
+            failed_try = now - self.probed <= 2 * CHECK_SECONDS  # the wait came back as soon as we tried
+            self.backoff = min(2 * self.backoff, PROBE_SECONDS[1]) if failed_try else PROBE_SECONDS[0]
+            self.shared, self.until = True, now + self.backoff
+        return self.shared
+
+
+_sharing = _CoreShare()
+
+
+def _cores_shared():
+    """True while the cores are shared (then calls run in the calling thread).
+
+    Reads this thread's wait for a CPU at most every CHECK_SECONDS; switching sends the
+    workers to sleep and holds OpenBLAS at one thread, or gives OpenBLAS its threads back.
+    """
+    if SHARED_WAIT is None or time.perf_counter() - (_sharing.since or (0.0,))[0] < CHECK_SECONDS:
+        return _sharing.shared
+    waited = _cpu_wait()
+    if waited is None or not _busy.acquire(blocking=False):  # no schedstat, or another call is under way
+        return _sharing.shared
+    try:
+        was = _sharing.shared
+        if _sharing.update(time.perf_counter(), waited, threading.get_ident()) != was:
+            if _sharing.shared:
+                _sleep_workers()
+                _hold_blas()
+            elif not _hot.is_set():
+                _release_blas()
+        return _sharing.shared
+    finally:
+        _busy.release()
+
+
+def _cpu_wait():
+    """Seconds this thread has spent runnable but waiting for a CPU, or None where Linux's
+    schedstat is missing. Its second field is the run-queue wait in nanoseconds."""
+    try:
+        with open("/proc/thread-self/schedstat") as fh:
+            return int(fh.read().split()[1]) * 1e-9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def map_blocks(kernel, *arrays, blocks=None, **shared):
@@ -223,7 +318,7 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
     global _last_call
     first = arrays[0]
     n = first.shape[0] if first.ndim else 1
-    threads = get_num_threads()
+    threads = 1 if _cores_shared() else get_num_threads()
     if blocks is None:
         blocks = threads * -(-first.nbytes // (threads * BLOCK_BYTES)) if first.nbytes >= MIN_SPLIT_BYTES else 1
     blocks = min(n, blocks)

@@ -102,7 +102,10 @@ class Tensor:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad` that requires grad.
 
         grad: the upstream gradient, same shape as self; may be omitted for a scalar.
+        The first backward() of a process tunes glibc's malloc to keep freed memory for the
+        next step (backend.keep_freed_memory says why; NANOGRAD_KEEP_FREED_MEMORY=0 turns it off).
         """
+        backend.maybe_keep_freed_memory()
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(no input had requires_grad=True, or it was made under no_grad)")

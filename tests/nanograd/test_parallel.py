@@ -24,6 +24,7 @@ def split(monkeypatch):
     monkeypatch.setattr(parallel, "BLOCK_BYTES", 16)
     monkeypatch.setattr(parallel, "MIN_SPLIT_BYTES", 0)
     monkeypatch.setattr(attention, "TILE", 2)
+    monkeypatch.setattr(parallel, "SHARED_WAIT", None)  # split even when other work keeps this machine busy
     before = parallel.get_num_threads()
     parallel.set_num_threads(3)
     yield
@@ -145,6 +146,65 @@ def test_workers_that_never_spin_give_the_same_answers(split, monkeypatch):
     for _ in range(3):
         assert np.concatenate(parallel.map_blocks(lambda a: a[:, 0] * 2, x)).tolist() == (x[:, 0] * 2).tolist()
     assert not any(w.spinning for w in parallel._workers)
+
+
+def test_core_share_backs_off_while_the_wait_persists_and_doubles_after_a_failed_try(monkeypatch):
+    monkeypatch.setattr(parallel, "CHECK_SECONDS", 1)  # whole seconds keep the arithmetic exact
+    monkeypatch.setattr(parallel, "SHARED_WAIT", 0.1)
+    monkeypatch.setattr(parallel, "PROBE_SECONDS", (5, 20))
+    share = parallel._CoreShare()
+    assert share.update(0, 0.0) is False  # the first reading starts the window
+    assert share.update(0.5, 0.5) is False and share.since == (0, 0.0)  # under CHECK_SECONDS: no verdict yet
+    waited = 0.0
+
+    def window(now, wait_fraction):  # one second that waited for a CPU this fraction of the time
+        nonlocal waited
+        waited += wait_fraction
+        return share.update(now, waited)
+
+    share = parallel._CoreShare()
+    share.update(0, 0.0)
+    assert window(1, 0.02) is False  # 2% of the time waiting: the cores are ours
+    assert window(2, 0.5) is True and share.until == 7  # waits: shared, try again in 5 s
+    assert window(3, 0.5) is True and share.until == 8  # still waiting: pushed on
+    assert [window(t, 0.0) for t in (4, 5, 6, 7)] == [True] * 4
+    assert window(8, 0.0) is False  # 5 s without waiting: try all threads
+    assert window(9, 0.5) is True and share.backoff == 10  # the wait came back at once: twice as long
+    assert [window(t, 0.0) for t in (10, 15, 18)] == [True] * 3 and window(19, 0.0) is False
+    assert window(20, 0.4) is True and share.backoff == 20
+    assert window(40, 0.0) is False and window(41, 0.4) is True and share.backoff == 20  # capped
+    assert window(61, 0.0) is False and window(70, 0.0) is False  # the try held
+    assert window(71, 0.4) is True and share.backoff == 5  # a new episode starts from the shortest
+
+
+def test_a_window_measured_on_another_thread_starts_over():
+    share = parallel._CoreShare()
+    share.update(0.0, 0.0, thread=1)
+    assert share.update(1.0, 0.9, thread=2) is False and share.since == (1.0, 0.9)
+
+
+def test_shared_cores_run_every_call_in_the_caller_and_hold_blas_at_one(split, spin, monkeypatch):
+    monkeypatch.setattr(parallel, "SHARED_WAIT", 0.1)
+    monkeypatch.setattr(parallel, "CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(parallel, "_sharing", parallel._CoreShare())
+    clock = {"wait": 0.0}
+    monkeypatch.setattr(parallel, "_cpu_wait", lambda: clock["wait"])
+    blas = parallel._find_openblas()
+    before = blas[0]() if blas else None
+    whose = lambda x: [threading.get_ident()] * len(x)
+    x = np.ones((6, 2))
+    parallel.map_blocks(whose, x)  # starts the window
+    assert len(set(sum(parallel.map_blocks(whose, x), []))) > 1  # no wait: split over the threads
+    clock["wait"] += 1.0  # waited for a CPU all the time since
+    assert parallel.map_blocks(whose, x) == [[threading.get_ident()] * 6]  # one call, here
+    assert not any(w.spinning for w in parallel._workers)
+    if blas:
+        assert blas[0]() == 1
+    parallel._sharing.until = 0.0  # the back-off is over and no wait was seen: all threads again
+    assert len(set(sum(parallel.map_blocks(whose, x), []))) > 1
+    parallel.sleep_workers()
+    if blas:
+        assert blas[0]() == before
 
 
 def test_set_num_threads_rejects_zero():
