@@ -273,7 +273,9 @@ def _cores_shared():
     Reads this thread's wait for a CPU at most every CHECK_SECONDS; switching sends the
     workers to sleep and holds OpenBLAS at one thread, or gives OpenBLAS its threads back.
     """
-    if SHARED_WAIT is None or time.perf_counter() - (_sharing.since or (0.0,))[0] < CHECK_SECONDS:
+    if SHARED_WAIT is None:
+        return False
+    if time.perf_counter() - (_sharing.since or (0.0,))[0] < CHECK_SECONDS:
         return _sharing.shared
     waited = _cpu_wait()
     if waited is None or not _busy.acquire(blocking=False):  # no schedstat, or another call is under way

@@ -25,6 +25,7 @@ def split(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_SPLIT_BYTES", 0)
     monkeypatch.setattr(attention, "TILE", 2)
     monkeypatch.setattr(parallel, "SHARED_WAIT", None)  # split even when other work keeps this machine busy
+    monkeypatch.setattr(parallel, "_sharing", parallel._CoreShare())
     before = parallel.get_num_threads()
     parallel.set_num_threads(3)
     yield
