@@ -38,6 +38,9 @@ shared: then every call runs in the calling thread, the workers sleep and OpenBL
 thread, so the process asks for one core. It cannot see from one thread whether a second core
 has become free, so after PROBE_SECONDS[0] of not waiting it tries all its threads again; if
 the wait comes back at once, the next try waits twice as long (up to PROBE_SECONDS[1]).
+(OpenMP runtimes bound the spin instead and then sleep; from Python, every try of a bounded
+spin would take the GIL back from the thread doing the work, and a bound does not tell
+OpenBLAS's threads to yield. Reading the wait is one small file every 0.1 s.)
 
 Left out: process pools, NUMA placement, work stealing (rows are split evenly).
 """
