@@ -1,15 +1,18 @@
-"""Look inside a trained GPT from the command line: attention maps, logit lens, ablation, induction.
+"""Look inside a trained GPT from the command line: attention maps, logit lens, ablation, induction,
+the Fourier view of a modular-arithmetic model, and any run's metrics over training.
 
     python -m gpt.inspect attention  --out_dir=out --prompt="ROMEO: Is it so?" [--image=attn.png]
     python -m gpt.inspect logit-lens --out_dir=out --prompt="ROMEO: Is it so?" --top_k=3
     python -m gpt.inspect ablate     --out_dir=out --mode=mean [--image=ablate.png]
     python -m gpt.inspect induction  --out_dir=out [--image=induction.png]
-    python -m gpt.inspect plot-metrics --out_dir=out     # val loss and induction score vs iteration
+    python -m gpt.inspect fourier    --out_dir=out-grokking [--image=fourier.png]
+    python -m gpt.inspect plot-metrics --out_dir=out     # every logged metric vs iteration
+    python -m gpt.inspect plot-metrics --out_dir=out-grokking,out-grokking-wd0   # runs side by side
     python -m gpt.inspect induction  --init_from=path/to/gpt2   # a Hugging Face GPT-2 directory
 
 Each command prints a text view; `--image` also draws a PNG with matplotlib (the optional
-`plot` extra), which plot-metrics always needs. The analyses live in gpt/interp.py; this
-file only loads models and data and formats what comes back.
+`plot` extra), which plot-metrics always needs. The analyses live in gpt/interp.py and
+gpt/fourier.py; this file only loads models and data and formats what comes back.
 
 Left out: interactive views, activation patching between two prompts (see interp.py).
 """
@@ -22,18 +25,20 @@ import numpy as np
 
 from gpt import data as gdata
 from gpt.generate import inference_mode
+from gpt import fourier as gfourier
 from gpt import interp
 from gpt.cli import run_main
 from gpt.config import ConfigError, option, parse
 from nanograd import backend
 
-COMMANDS = ("attention", "logit-lens", "ablate", "induction", "plot-metrics")
+COMMANDS = ("attention", "logit-lens", "ablate", "induction", "fourier", "plot-metrics")
 MAX_TEXT_TOKENS = 40  # the text attention view shows at most this many (the last) tokens
 
 
 @dataclasses.dataclass
 class InspectConfig:
-    out_dir: str = option("out", "run directory with ckpt.safetensors, token files and metrics.jsonl")
+    out_dir: str = option("out", "run directory with ckpt.safetensors, token files and metrics.jsonl "
+                                 "(plot-metrics: several, comma-separated, drawn together)")
     init_from: str = option("", "a Hugging Face GPT-2 directory to inspect instead of out_dir's checkpoint")
     prompt: str = option("ROMEO:\nIs it so? Then ROMEO:\nIs it", "text for attention and logit-lens")
     layer: int = option(-1, "attention: the one layer to show (-1: all)", valid="[-1, inf)")
@@ -60,6 +65,8 @@ def main(argv):
         raise ConfigError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)}")
     if command == "plot-metrics":
         return plot_metrics(cfg)
+    if command == "fourier":
+        return fourier(cfg)
     model, tokenizer = load(cfg)
     {"attention": attention, "logit-lens": logit_lens, "ablate": ablate, "induction": induction}[command](
         cfg, model, tokenizer)
@@ -172,31 +179,90 @@ def induction(cfg, model, tokenizer):
         layer_head_png(scores, "induction score", cfg.image, "viridis")
 
 
+# ---- the Fourier view of modular arithmetic -------------------------------------------
+def fourier(cfg):
+    """The token embedding's norm per frequency at init and now, its key frequencies, and the
+    validation accuracy restricted to them and without them (gpt/fourier.py)."""
+    from gpt.checkpoint import load_model
+    from gpt.tasks.modular import of_run
+    model, _, ckpt = load_model(cfg.out_dir, cfg.device)
+    task = of_run(ckpt.train_state.get("config", {}))
+    view = gfourier.analyse(model, task, task.seed)
+    norm_init, norm = np.sqrt(view["power_init"]), np.sqrt(view["power"])
+    keys, shown = view["key_frequencies"], np.argsort(-norm, kind="stable")[:10]
+    print(f"token embedding of residues 0..{task.p - 1} in the Fourier basis over the residues "
+          f"(iteration {ckpt.train_state.get('iter_num', '?')}): norm per frequency k, largest first")
+    print(interp.table_text(["k", "init", "now", ""], [[k, f"{norm_init[k]:.3f}", f"{norm[k]:.3f}",
+                                                        "#" * round(20 * norm[k] / norm.max())] for k in shown]))
+    print(f"key frequencies (power > {gfourier.KEY_SHARE:g} x the mean over k = 1..{task.p // 2}): {keys}")
+    print(f"their share of the embedding's squared norm: {view['fourier_concentration_init']:.3f} at init, "
+          f"{view['fourier_concentration']:.3f} now")
+    print(f"validation accuracy {task.accuracy(model, 'val'):.3f}; embedding restricted to the key frequencies "
+          f"{view['val_acc_restricted']:.3f}, with them excluded {view['val_acc_excluded']:.3f}")
+    if cfg.image:
+        plt = pyplot()
+        fig, axes = plt.subplots(2, 1, sharex=True, figsize=(7, 4.5))
+        for ax, values, when, share in ((axes[0], norm_init, "at init", view["fourier_concentration_init"]),
+                                        (axes[1], norm, f"at iteration {ckpt.train_state.get('iter_num', '?')}",
+                                         view["fourier_concentration"])):
+            ax.bar(np.arange(len(values)), values, color=["tab:red" if k in keys else "tab:gray"
+                                                          for k in range(len(values))])
+            ax.set_ylabel("norm")
+            ax.set_title(f"token embedding {when}: key frequencies (red) hold {share:.0%} of the squared norm",
+                         fontsize=9)
+        for key in keys:
+            axes[1].annotate(str(key), (key, norm[key]), ha="center", va="bottom", fontsize=7)
+        axes[1].set_xlabel(f"frequency k (cos and sin of 2 pi k a / {task.p})")
+        save(fig, cfg.image)
+
+
 # ---- metrics over training --------------------------------------------------------------
-def plot_metrics(cfg):
-    """Val loss, induction score and in-context loss drop against iteration, from metrics.jsonl."""
-    path = os.path.join(cfg.out_dir, "metrics.jsonl")
+def read_metrics(out_dir):
+    """The evaluation rows of out_dir/metrics.jsonl (those with a val_loss)."""
+    path = os.path.join(out_dir, "metrics.jsonl")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no {path}: train with `python train.py --out_dir={cfg.out_dir} "
-                                "--track_emergence=true` first")
+        raise FileNotFoundError(f"no {path}: train with `python train.py --out_dir={out_dir}` first")
     with open(path) as fh:
-        rows = [r for r in map(json.loads, fh) if "val_loss" in r]
-    tracked = [r for r in rows if "induction_score" in r]
-    print(interp.table_text(["iter", "val_loss", "induction_score", "icl_loss_drop"],
-                            [[r["iter"], f"{r['val_loss']:.4f}", f"{r.get('induction_score', float('nan')):.3f}",
-                              f"{r.get('icl_loss_drop', float('nan')):.3f}"] for r in rows]))
+        return [r for r in map(json.loads, fh) if "val_loss" in r]
+
+
+def metric_panels(runs):
+    """[(title, [column, ...]), ...]: the numeric columns the runs logged at evaluations, grouped
+    into one panel of losses, one of accuracies, and one for each other metric."""
+    columns = []
+    for rows in runs.values():
+        for row in rows:
+            columns += [k for k, v in row.items() if k != "iter" and isinstance(v, (int, float)) and k not in columns]
+    losses = [c for c in columns if c.endswith("loss")]
+    accuracies = [c for c in columns if c.endswith("_acc")]
+    panels = [("loss", losses), ("accuracy", accuracies)] + [(c, [c]) for c in columns if c not in losses + accuracies]
+    return [(title, cols) for title, cols in panels if cols]
+
+
+def plot_metrics(cfg):
+    """Every metric the runs in --out_dir (comma-separated) logged at evaluations, against iteration."""
+    runs = {out_dir: read_metrics(out_dir) for out_dir in cfg.out_dir.split(",")}
+    panels = metric_panels(runs)
+    for out_dir, rows in runs.items():
+        columns = [c for _, cols in panels for c in cols]
+        print(f"{out_dir}:")
+        print(interp.table_text(["iter"] + columns, [[r["iter"]] + [f"{r[c]:.4f}" if c in r else "" for c in columns]
+                                                     for r in rows]))
     plt = pyplot()
-    column = lambda rs, key: [r[key] for r in rs]
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(6, 5))
-    top.plot(column(rows, "iter"), column(rows, "val_loss"), label="val loss")
-    top.plot(column(rows, "iter"), column(rows, "train_loss"), label="train loss", alpha=0.6)
-    top.set_ylabel("loss")
-    top.legend()
-    bottom.plot(column(tracked, "iter"), column(tracked, "induction_score"), label="induction score (best head)")
-    bottom.plot(column(tracked, "iter"), column(tracked, "icl_loss_drop"), label="in-context loss drop (nats)")
-    bottom.set_xlabel("iteration")
-    bottom.legend()
-    save(fig, cfg.image or os.path.join(cfg.out_dir, "emergence.png"))
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(6.5, 2.2 * len(panels) + 0.6), squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    for ax, (title, columns) in zip(axes[:, 0], panels):
+        for color, (out_dir, rows) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs.items()):
+            for style, column in zip(styles * len(columns), sorted(columns, key=lambda c: not c.startswith("val"))):
+                tracked = [r for r in rows if column in r]
+                if tracked:
+                    label = column if len(runs) == 1 else f"{os.path.basename(out_dir.rstrip('/'))}: {column}"
+                    ax.plot([r["iter"] for r in tracked], [r[column] for r in tracked], style, color=color,
+                            label=label)
+        ax.set_ylabel(title)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("iteration")
+    save(fig, cfg.image or os.path.join(cfg.out_dir.split(",")[0], "emergence.png"))
 
 
 # ---- shared views -----------------------------------------------------------------------

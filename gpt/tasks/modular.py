@@ -10,20 +10,40 @@ op is +, - or / (division multiplies by b's inverse mod p, so p must be prime an
 The pairs are shuffled by np.random.default_rng(seed) and the first train_fraction of them
 are the training set, the rest validation: the same seed always gives the same split.
 
+When the run ends, finish() writes out_dir/grokking.json: when train and val accuracy first
+reached 0.99 (from metrics.jsonl), the final accuracies, and the Fourier view of the token
+embedding (gpt/fourier.py: key frequencies, their share of the norm at init and at the end,
+and the restricted and excluded validation accuracies).
+
 Left out: sequences with an explicit operator token, several operations in one run.
 """
+import json
+import os
+
 import numpy as np
 
+from .. import fourier
 from ..data import DataError
 from ..tokenizer import SymbolTokenizer
-from . import FiniteTask
+from . import FiniteTask, read_evaluations
 
 MAX_P = 4096  # p^2 pairs are listed in memory
 OPS = {"modular_addition": "+", "modular_subtraction": "-", "modular_division": "/"}
+SOLVED = 0.99  # the accuracy that counts as learned in grokking.json
 
 
 def make(cfg):
     return ModularArithmetic(cfg.dataset, cfg.p, cfg.train_fraction, cfg.seed, cfg.full_batch)
+
+
+def of_run(train_config):
+    """The task a run trained on, from its training config as checkpointed (a dict);
+    ValueError naming what it trained on when that was not a modular_* dataset."""
+    name = train_config.get("dataset")
+    if name not in OPS or train_config.get("data_file"):
+        raise ValueError(f"this run trained on {train_config.get('data_file') or name!r}, not on a modular_* "
+                         "dataset: the Fourier view needs one (train it with configs/grokking.toml)")
+    return ModularArithmetic(name, train_config["p"], train_config["train_fraction"], train_config["seed"])
 
 
 def is_prime(n):
@@ -52,7 +72,7 @@ class ModularArithmetic(FiniteTask):
     """`a b =` -> (a op b) mod p, over every pair, split into train and val by the seed."""
 
     def __init__(self, name, p, train_fraction, seed, full_batch=False):
-        self.name, self.p, self.op = name, p, OPS[name]
+        self.name, self.p, self.op, self.seed = name, p, OPS[name], seed
         if not 2 <= p <= MAX_P:
             raise DataError(f"p={p}: the modulus must be between 2 and {MAX_P}")
         if self.op == "/" and not is_prime(p):
@@ -75,6 +95,29 @@ class ModularArithmetic(FiniteTask):
         """Accuracy of the answer on each split, and the total weight norm (weight decay shrinks it)."""
         return {"train_acc": self.accuracy(model, "train"), "val_acc": self.accuracy(model, "val"),
                 "weight_norm": weight_norm(model)}
+
+    def finish(self, model, out_dir):
+        """Write out_dir/grokking.json: when accuracy first reached SOLVED on each split (from
+        metrics.jsonl's evaluations), the final accuracies, and the Fourier view (gpt/fourier.py)."""
+        summary = {"p": self.p, **solved_iterations(read_evaluations(out_dir)),
+                   "final_train_acc": self.accuracy(model, "train"), "final_val_acc": self.accuracy(model, "val")}
+        view = fourier.analyse(model, self, self.seed)
+        summary.update({k: view[k] for k in ("key_frequencies", "fourier_concentration_init", "fourier_concentration",
+                                             "val_acc_restricted", "val_acc_excluded")})
+        path = os.path.join(out_dir, "grokking.json")
+        with open(path, "w") as fh:
+            json.dump(summary, fh, indent=1)
+        print(f"wrote {path}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
+def solved_iterations(evaluations):
+    """From evaluation rows (iter, train_acc, val_acc), in order: the first iteration at which
+    train accuracy reached SOLVED, val accuracy then, and the first at which val accuracy did
+    (None where never)."""
+    first = lambda key: next((r for r in evaluations if r[key] >= SOLVED), None)
+    train, val = first("train_acc"), first("val_acc")
+    return {"train_acc_99_iter": train and train["iter"], "val_acc_at_train_99": train and train["val_acc"],
+            "val_acc_99_iter": val and val["iter"]}
 
 
 def weight_norm(model):
