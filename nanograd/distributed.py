@@ -29,6 +29,7 @@ sharded optimizer states (ZeRO), overlapping communication with the backward pas
 """
 import contextlib
 import hashlib
+import math
 import os
 import socket
 import sys
@@ -42,10 +43,10 @@ from . import backend, parallel
 from .allreduce import GradientBuckets, MPISum, NCCLSum, nccl_available
 
 TIMEOUT = float(os.environ.get("NANOGRAD_DIST_TIMEOUT", 30))  # seconds a collective may wait for the others
-LONG_TIMEOUT = 600.0  # for waits on rank 0's own work: preparing data, writing a checkpoint
+LONG_TIMEOUT = 600.0  # for the wait while rank 0 writes a checkpoint
 # The variables MPI launchers set in each process: MPICH/Intel MPI (PMI), Open MPI, PMIx (Slurm, Open MPI 5).
 _RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
-_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")
+_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 MPI_HINT = "pip install -e '.[mpi]' (or: pip install mpi4py mpich)"
 
 
@@ -96,6 +97,10 @@ def init(device="cpu", micro_batches=1):
         _fail_launch(_launched_rank(), f"this was started by an MPI launcher ({size} processes) but mpi4py is "
                                        f"not installed: {MPI_HINT}, or run without mpiexec")
     comm = MPI.COMM_WORLD
+    if comm.size == 1 and size > 1 and any(v in os.environ for v in _SIZE_VARS):
+        raise LaunchError(f"the launcher started {size} processes but MPI sees each alone: mpi4py's MPI is not the "
+                          "launcher's; use the mpiexec of the MPI that mpi4py was built with (pip's mpich: the "
+                          "mpiexec beside python)")
     if comm.size == 1:
         return World()
     if micro_batches % comm.size:
@@ -197,10 +202,11 @@ class World:
             return next((v for v in self.comm.allgather(value) if v is not None), None)
 
     def broadcast(self, value, what="rank 0's work"):
-        """Rank 0's `value` on every rank (others pass anything); waits up to LONG_TIMEOUT for rank 0."""
+        """Rank 0's `value` on every rank (others pass anything); waits as long as rank 0 takes
+        (preparing a dataset may take hours; if rank 0 dies, the launcher ends the job)."""
         if self.size == 1:
             return value
-        with self._collective(f"waiting for {what}", LONG_TIMEOUT):
+        with self._collective(f"waiting for {what}", math.inf):
             return self.comm.bcast(value, root=0)
 
     def barrier(self, what="rank 0's work"):
