@@ -172,6 +172,9 @@ class Trainer:
             self.data.check_length(split, self.model.config.block_size)
         if cfg.full_batch and not isinstance(self.data, FiniteTask):
             raise ConfigError("--full_batch=true needs a task that lists its examples (the modular_* datasets)")
+        if isinstance(self.data, Task) and self.data.vocab_size != self.model.config.vocab_size:
+            raise ConfigError(f"--dataset={cfg.dataset} with these options has {self.data.vocab_size} tokens but the "
+                              f"model holds {self.model.config.vocab_size}: resume with the run's own options (e.g. --p)")
 
     def _resumed_data(self):
         """The data of the run being resumed: its SFT file, its task (rebuilt from the seed) or its token files."""

@@ -127,3 +127,19 @@ def test_fourier_needs_a_modular_run(tmp_path):
         inspect.main(["fourier", f"--out_dir={out}"])
     with pytest.raises(ValueError, match="not on a modular_\\* dataset"):
         of_run({})
+
+
+def test_resume_with_another_modulus_is_one_line(tmp_path):
+    out = f"--out_dir={tmp_path}"
+    train.main(TINY + [out, "--max_iters=3"])
+    with pytest.raises(ValueError, match="has 12 tokens but the model holds 8"):
+        train.main(TINY + [out, "--max_iters=6", "--init_from=resume", "--p=11"])
+
+
+def test_the_grokking_config_runs(tmp_path):
+    """configs/grokking.toml for a few iterations (the full run is minutes: docs/emergence/grokking.md)."""
+    out = tmp_path / "out-grokking"
+    train.main([os.path.join(ROOT, "configs", "grokking.toml"), f"--out_dir={out}", "--max_iters=2",
+                "--eval_interval=1"])
+    summary = json.loads((out / "grokking.json").read_text())
+    assert set(summary) == GROKKING_FIELDS and summary["p"] == 59
