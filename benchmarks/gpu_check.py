@@ -125,8 +125,8 @@ def train_speed(config):
             return "SKIPPED", "dry run: needs torch CUDA", []
         result = check.run([sys.executable, "benchmarks/train_speed.py", "--device", "cuda", "--config", config,
                             "--threads", "4"], check.cap)
-        table = [line for line in result.stdout.splitlines() if line.startswith((config, "config "))]
-        summary = table[-1] if result.returncode == 0 and table else f"exit {result.returncode}"
+        best = [line for line in result.stdout.splitlines() if line.startswith("best round:")]
+        summary = best[-1] if result.returncode == 0 and best else f"exit {result.returncode}"
         return ("INFO" if result.returncode == 0 else "FAIL"), summary, result.stdout.splitlines()[-30:]
     return step
 

@@ -100,6 +100,8 @@ def _read_text(path):
             return f.read()
     except UnicodeDecodeError as e:
         raise TokenizerError(f"{path}: not UTF-8 text, corrupt? ({e})") from None
+    except OSError as e:
+        raise TokenizerError(f"cannot read {path}: {e.strerror}") from None
 
 
 def write_gpt2_files(directory, vocab, merges, specials):
