@@ -88,7 +88,7 @@ def parse(config_cls, argv, prog):
 
 
 def build(config_cls, values):
-    """`config_cls(**values)` with each value converted to its field's type."""
+    """`config_cls(**values)`, each value converted to its field's type and checked against its valid values."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     for key in values:
         if key not in fields:
