@@ -6,8 +6,10 @@
 
 The GPU machine has no network, so the Shakespeare text travels with the working tree:
 `--prepare DIR` copies it (downloading it first if needed, gpt/data.py) to DIR/shakespeare.txt,
-and `--data DIR` points NANOGRAD_GPT_CACHE there for every step. DIR matches .gitignore's
-shakespeare.txt, so name it in the device tool's `carry`.
+and `--data DIR` points NANOGRAD_GPT_CACHE there for every step. gpu_check_data/ is in
+.gitignore (5 MB of text that is not the project's), so name it in the device tool's `carry`:
+    run(command="python benchmarks/gpu_check.py --data gpu_check_data --report $OUT/gpu_check.md",
+        carry=["gpu_check_data"], timeout_s=540)
 
 Steps, in this order, each in a child process under its own time cap (all within --budget
 seconds), the report rewritten after each one so a cut-off run still leaves one:
