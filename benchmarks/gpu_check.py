@@ -71,8 +71,11 @@ def environment(check):
     smi = shutil.which("nvidia-smi")
     gpu = check.run([smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"], 20).stdout.strip() \
         if smi else "nvidia-smi not found"
-    lines.append(f"GPU: {gpu}")
-    return "INFO", gpu, lines
+    usable = check.run([sys.executable, "-c", "import nanograd; print(nanograd.cuda_available())"], 60).stdout
+    lines += [f"GPU: {gpu}", f"nanograd.cuda_available(): {usable.strip()}"]
+    if check.dry_run or usable.strip().endswith("True"):
+        return "INFO", gpu, lines
+    return "FAIL", f"CuPy cannot use a GPU here ({gpu}); the GPU steps below test nothing", lines
 
 
 def tests(check):
@@ -80,7 +83,7 @@ def tests(check):
         else ["--device=cuda"]
     result = check.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], check.cap)
     summary = (result.stdout.strip().splitlines() or ["no output"])[-1]
-    return ("PASS" if result.returncode == 0 else "FAIL"), summary, result.stdout.splitlines()[-40:]
+    return outcome(result), summary, result.stdout.splitlines()[-40:]
 
 
 def shakespeare(check):
@@ -95,7 +98,7 @@ def shakespeare(check):
         lines.append(f"{device}: exit {result.returncode} in {time.time() - start:.0f}s; "
                      + " / ".join(result.stdout.strip().splitlines()[-2:]))
         if result.returncode != 0:
-            return "FAIL", f"train.py --device={device} failed", lines + result.stdout.splitlines()[-20:]
+            return outcome(result), f"train.py --device={device} failed", lines + result.stdout.splitlines()[-20:]
         runs.append(read_losses(os.path.join(out, "metrics.jsonl")))
     worst = compare_losses(*runs)
     lines.append(f"compared {len(runs[0])} losses; largest difference {worst[0]:.2e} ({worst[1]})")
@@ -129,7 +132,7 @@ def train_speed(config):
                             "--threads", "4"], check.cap)
         best = [line for line in result.stdout.splitlines() if line.startswith("best round:")]
         summary = best[-1] if result.returncode == 0 and best else f"exit {result.returncode}"
-        return ("INFO" if result.returncode == 0 else "FAIL"), summary, result.stdout.splitlines()[-30:]
+        return outcome(result, ok="INFO"), summary, result.stdout.splitlines()[-30:]
     return step
 
 
@@ -139,12 +142,17 @@ def generation(check):
     result = check.run([sys.executable, os.path.abspath(__file__), "--generation", device, *args], check.cap)
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not rows:
-        return "FAIL", f"exit {result.returncode}", result.stdout.splitlines()[-20:]
+        return outcome(result), f"exit {result.returncode}", result.stdout.splitlines()[-20:]
     r = rows[-1]
     summary = (f"{r['tokens_per_s']:.1f} tok/s ({1000 / r['tokens_per_s']:.2f} ms/token), "
                f"{r['tokens_per_s'] / r['bound_tokens_per_s']:.0%} of the bandwidth bound "
                f"{r['bound_tokens_per_s']:.0f} tok/s; first {r['compared']} tokens as the CPU's: {r['same_as_cpu']}")
     return ("PASS" if r["same_as_cpu"] else "FAIL"), summary, [json.dumps(r)]
+
+
+def outcome(result, ok="PASS"):
+    """A step's status from its child's exit code (124: cut off at its time cap)."""
+    return ok if result.returncode == 0 else "TIMEOUT" if result.returncode == 124 else "FAIL"
 
 
 STEPS = [("environment", 30, environment), ("tests", 180, tests), ("shakespeare", 100, shakespeare),
