@@ -84,7 +84,7 @@ def init(device="cpu", micro_batches=1):
 
     Checks, with one line each naming the fix: mpi4py missing, `micro_batches` (the global
     gradient_accumulation_steps) not divisible by the world size, more ranks on a machine
-    than it has GPUs. Only rank 0 raises; the other ranks exit quietly with the same status.
+    than it has GPUs. Rank 0 prints the line and every rank exits with status 2.
     Under MPI it also gives each rank its share of the machine's cores and, for
     device='cuda', its own GPU (the local rank) and an NCCL communicator.
     """
@@ -94,7 +94,7 @@ def init(device="cpu", micro_batches=1):
     try:
         from mpi4py import MPI
     except ImportError:
-        _fail_launch(_launched_rank(), f"this was started by an MPI launcher ({size} processes) but mpi4py is "
+        _fail_launch(_launched_rank(), None, f"this was started by an MPI launcher ({size} processes) but mpi4py is "
                                        f"not installed: {MPI_HINT}, or run without mpiexec")
     comm = MPI.COMM_WORLD
     if comm.size == 1 and size > 1 and any(v in os.environ for v in _SIZE_VARS):
@@ -104,7 +104,7 @@ def init(device="cpu", micro_batches=1):
     if comm.size == 1:
         return World()
     if micro_batches % comm.size:
-        _fail_launch(comm.rank, f"gradient_accumulation_steps={micro_batches} (the micro-batches per iteration, "
+        _fail_launch(comm.rank, comm, f"gradient_accumulation_steps={micro_batches} (the micro-batches per iteration, "
                                 f"over all ranks) is not divisible by the {comm.size} ranks: set it to a multiple "
                                 f"of {comm.size}, e.g. --gradient_accumulation_steps={comm.size * max(1, micro_batches // comm.size)}")
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this machine
@@ -119,11 +119,19 @@ def init(device="cpu", micro_batches=1):
     return World(comm, local_rank, reducer)
 
 
-def _fail_launch(rank, message):
-    """Raise LaunchError(message) on rank 0; leave quietly (status 2, as gpt/cli.py) on the others."""
+def _fail_launch(rank, comm, message):
+    """Rank 0 prints `error: message` (as gpt/cli.py would); every rank leaves with status 2.
+
+    Rank 0 must have printed before any rank leaves, because the launcher ends the job as soon
+    as one process exits with an error: with MPI running a barrier orders that; without it (no
+    mpi4py) the other ranks wait for the launcher to end them once rank 0 has left.
+    """
     if rank == 0:
-        raise LaunchError(message)
-    sys.stdout.flush()
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    if comm is not None:
+        comm.Barrier()
+    elif rank != 0:
+        time.sleep(30)
     os._exit(2)
 
 
@@ -143,10 +151,12 @@ def _use_gpu(comm, local_rank, local_size):
     """Select GPU `local_rank`; return an NCCLSum, or None (MPI through the host) without NCCL."""
     import cupy
     count = cupy.cuda.runtime.getDeviceCount()
-    if local_size > count:
-        _fail_launch(comm.rank, f"{local_size} ranks on {socket.gethostname()} but it has {count} GPU(s): start at "
-                                f"most {count} per machine (mpiexec -n {count}, or -ppn {count} with a hostfile), "
-                                "or use --device=cpu")
+    problem = (f"{local_size} ranks on {socket.gethostname()} but it has {count} GPU(s): start at most {count} per "
+               f"machine (mpiexec -n {count}, or -ppn {count} with a hostfile), or use --device=cpu"
+               if local_size > count else None)
+    problem = next((p for p in comm.allgather(problem) if p), None)  # machines may differ: all must agree
+    if problem:
+        _fail_launch(comm.rank, comm, problem)
     cupy.cuda.Device(local_rank).use()
     if nccl_available():
         return NCCLSum(comm)

@@ -253,3 +253,33 @@ def test_bucketed_sum_gives_every_gradient_its_sum_as_a_view():
         np.testing.assert_array_equal(p.grad, 3 * g)
         assert p.grad.shape == g.shape and p.grad.base is not None  # a view into a bucket
     assert calls == [12, 7 + 8, 50]
+
+
+# ---- GPUs (run with pytest --device cuda; skipped on the CPU) ---------------------------------
+def test_gpu_gradients_sum_with_nccl_and_through_the_host(device):
+    if device != "cuda" or not HAVE_MPI:
+        pytest.skip("needs --device cuda, CuPy and mpi4py")
+    import cupy
+    from mpi4py import MPI
+    from nanograd.allreduce import MPISum, NCCLSum, nccl_available
+    reducers = [MPISum(MPI.COMM_WORLD)] + ([NCCLSum(MPI.COMM_WORLD)] if nccl_available() else [])
+    for reducer in reducers:  # one rank here: the sum over ranks is each gradient itself
+        params = _params_with_grads([(3, 4), (7,)])
+        for p in params:
+            p.data, p.grad = cupy.asarray(p.data), cupy.asarray(p.grad)
+        before = [cupy.asnumpy(p.grad) for p in params]
+        GradientBuckets(reducer).sum_(params)
+        for p, g in zip(params, before):
+            assert isinstance(p.grad, cupy.ndarray)
+            np.testing.assert_array_equal(cupy.asnumpy(p.grad), g)
+
+
+def test_more_ranks_than_gpus_says_how_many_to_start(tmp_path, text_file, device):
+    if device != "cuda" or not HAVE_MPI:
+        pytest.skip("needs --device cuda, CuPy and mpi4py")
+    import cupy
+    ranks = cupy.cuda.runtime.getDeviceCount() + 1
+    result = train(*TINY, f"--data_file={text_file}", f"--out_dir={tmp_path}", "--device=cuda",
+                   f"--gradient_accumulation_steps={ranks}", ranks=ranks)
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == [result.stderr.strip()] and "start at most" in result.stderr
