@@ -82,6 +82,11 @@ class TrainConfig:
     p: int = option(97, "modular_*: the modulus; tokens 0..p-1 are the residues, p is '='", valid="[2, 4096]")
     train_fraction: float = option(0.3, "modular_*: fraction of all pairs (a, b) trained on, the rest is val",
                                    valid="(0, 1)")
+    # tasks: addition (gpt/tasks/addition.py)
+    n_digits: int = option(3, "addition: digits per operand; an example is 3 n_digits + 2 tokens", valid="[1, 9]")
+    reverse_answer: bool = option(True, "addition: write the sum least significant digit first (Lee et al. 2023)")
+    val_problems: int = option(2000, "addition: problems held out of training, scored at each evaluation",
+                               valid="[1, inf)")
     # model
     n_layer: int = option(4, "transformer blocks", valid="[1, inf)")
     n_head: int = option(4, "attention heads per block", valid="[1, inf)")

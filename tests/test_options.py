@@ -37,7 +37,7 @@ FREE_TEXT = {
     "train.py": {"out_dir", "init_from", "data_file", "gpt2_dir", "sft_file"},
     "sample.py": {"out_dir", "init_from", "start"},
     "eval.py": {"init_from", "data_file"},
-    "scaling.py": {"out_dir", "sizes", "data_file"},
+    "scaling.py": {"out_dir", "results_dir", "sizes", "data_file"},
     "gpt.inspect": {"out_dir", "init_from", "prompt", "data_file", "image"},
 }
 OPTIONS = [(script, f) for script, (cls, _) in SCRIPTS.items() for f in dataclasses.fields(cls)]

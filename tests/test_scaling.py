@@ -1,4 +1,6 @@
-"""scaling.py's fit: it must recover the parameters of synthetic power laws, and its size parsing."""
+"""scaling.py's fit: it must recover the parameters of synthetic power laws, and its size parsing;
+and a tiny addition sweep (2 sizes, 15 steps) end to end."""
+import json
 import os
 import sys
 
@@ -30,3 +32,26 @@ def test_sizes_parse_and_bad_sizes_are_clear_errors():
     assert scaling.parse_sizes("1x2x32,4x4x128") == [(1, 2, 32), (4, 4, 128)]
     with pytest.raises(ValueError, match="n_layer x n_head x n_embd"):
         scaling.parse_sizes("1x2,3")
+
+
+def test_a_tiny_addition_sweep_writes_every_size_and_its_curve(tmp_path):
+    """CI's sweep: 2 sizes, 15 steps each, through train.py's Trainer on held-out addition problems."""
+    scaling.main(["--task=addition", "--quick=true", "--eval_interval=5", f"--out_dir={tmp_path / 'runs'}",
+                  f"--results_dir={tmp_path}"])
+    with open(tmp_path / "addition_scaling.json") as fh:
+        result = json.load(fh)
+    runs = result["runs"]
+    assert [r["size"] for r in runs] == ["1x2x16", "1x2x32"] and runs[0]["n_params"] < runs[1]["n_params"]
+    assert result["answer_digits"] == 4 and result["config"]["iters"] == 1500  # the preset was read
+    for r in runs:
+        assert 0 <= r["exact_match"] <= r["per_digit_accuracy"] <= 1 and r["answer_loss"] > 0
+        assert r["power_k"] == pytest.approx(r["per_digit_accuracy"] ** 4)
+        assert len(r["digit_accuracy"]) == 4 and np.mean(r["digit_accuracy"]) == pytest.approx(r["per_digit_accuracy"])
+        assert [row["iter"] for row in r["curve"]] == [0, 5, 10, 15]
+        assert r["curve"][-1]["exact_match"] == r["exact_match"]
+    assert (tmp_path / "addition_scaling.md").read_text().count("\n| 1x2x") == 2
+
+
+def test_addition_sweep_options_are_checked():
+    with pytest.raises(ValueError, match="at least 2"):
+        scaling.main(["--task=addition", "--sizes=1x2x16", "--out_dir=unused"])
