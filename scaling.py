@@ -24,7 +24,7 @@ per_digit_accuracy^k over exact match, k the number of answer digits) and additi
 (the largest model's metrics against iterations).
 
 Left out: tuning the learning rate per size, fitting in D or C (Hoffmann et al.'s L(N, D)),
-error bars over seeds.
+error bars over seeds for the fit (--seeds averages the addition runs only).
 """
 import dataclasses
 import json
@@ -64,6 +64,8 @@ class ScalingConfig:
     quick: bool = option(False, "smoke test: 5 tiny sizes (2 for addition), 15 steps each")
     data_file: str = option("", "train on this text instead of the built-in Shakespeare")
     seed: int = option(1337, "seed for every run", valid="[0, inf)")
+    seeds: int = option(1, "addition: train each size with seeds seed, seed + 1, ... and report their mean",
+                        valid="[1, inf)")
     device: str = option("cpu", "'cpu' or 'cuda'", valid=("cpu", "cuda"))
     # --task=addition (train.py's options of the same names)
     n_digits: int = option(3, "addition: digits per operand", valid="[1, 9]")
@@ -79,6 +81,8 @@ class ScalingConfig:
         if self.task == "shakespeare" and len(sizes) < 3 and not self.quick:
             raise ConfigError(f"--sizes has {len(sizes)} model(s); a three-parameter fit needs at least 3 "
                               "(5+ is sensible)")
+        if self.task == "shakespeare" and self.seeds > 1:
+            raise ConfigError(f"--seeds={self.seeds}: the L(N) fit uses one seed; several are for --task=addition")
 
 
 def parse_sizes(text):
@@ -122,20 +126,23 @@ def data_options(cfg):
     return dict(data_file=cfg.data_file, block_size=cfg.block_size)
 
 
-def train_one(cfg, size, iters):
+def train_one(cfg, size, iters, seed):
     """Train one size with train.py's Trainer; a dict of its size, tokens, compute, losses, the
-    task's metrics at the last evaluation, every evaluation ("curve") and the time."""
+    task's metrics at the last evaluation, every evaluation ("curve"), its directory and the time."""
     n_layer, n_head, n_embd = size
+    name = f"L{n_layer}_H{n_head}_C{n_embd}" + ("" if seed == cfg.seed else f"_seed{seed}")
     run = train.TrainConfig(
-        out_dir=os.path.join(cfg.out_dir, f"L{n_layer}_H{n_head}_C{n_embd}"), n_layer=n_layer, n_head=n_head,
+        out_dir=os.path.join(cfg.out_dir, name), n_layer=n_layer, n_head=n_head,
         n_embd=n_embd, batch_size=cfg.batch_size, max_iters=iters, lr_decay_iters=iters,
         warmup_iters=max(1, iters // 10), eval_interval=cfg.eval_interval or iters, log_interval=max(1, iters // 4),
         eval_iters=cfg.eval_iters, learning_rate=cfg.learning_rate, min_lr=cfg.learning_rate / 10,
-        seed=cfg.seed, device=cfg.device, **data_options(cfg))
+        seed=seed, device=cfg.device, **data_options(cfg))
     os.makedirs(run.out_dir, exist_ok=True)
     start = time.time()
     trainer = train.Trainer(run)
     trainer.run()
+    if trainer.iter_num < iters:  # Ctrl-C or SIGTERM stopped the run: stop the sweep too
+        sys.exit(f"the sweep stopped during {name} at iteration {trainer.iter_num} of {iters}")
     model = trainer.model
     n = model.num_params() - model.transformer.wte.weight.size  # non-embedding (Kaplan)
     tokens = iters * trainer.tokens_per_iter
@@ -144,7 +151,7 @@ def train_one(cfg, size, iters):
     final = {k: v for k, v in curve[-1].items() if k != "iter"}  # the evaluation at `iters`
     return {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "params": n,
             "params_total": model.num_params(non_embedding=False), "tokens": tokens, "flops": 6 * n * tokens,
-            **final, "seconds": seconds, "curve": curve}
+            **final, "seed": seed, "out_dir": run.out_dir, "seconds": seconds, "curve": curve}
 
 
 def main(argv):
@@ -157,7 +164,7 @@ def main(argv):
     results_dir = cfg.results_dir or cfg.out_dir
     os.makedirs(results_dir, exist_ok=True)
     load, start = os.getloadavg()[0], time.time()
-    runs = [train_one(cfg, size, iters) for size in sizes]
+    runs = [train_one(cfg, size, iters, seed) for size in sizes for seed in range(cfg.seed, cfg.seed + cfg.seeds)]
     sweep = {"seconds": round(time.time() - start, 1), "load_average_start": load, "load_average_end": os.getloadavg()[0]}
     if cfg.task == "addition":
         emergence_report(cfg, runs, sweep, results_dir)
@@ -228,42 +235,64 @@ def plot(runs, result, path):
 def emergence_report(cfg, runs, sweep, results_dir):
     """addition_scaling.json / .md, addition_scaling.png (against N), addition_training.png (largest model)."""
     k = cfg.n_digits + 1  # answer digits
-    records = [emergence_record(r, cfg.out_dir, k) for r in runs]
+    records = [size_record([seed_record(r, k) for r in runs[i:i + cfg.seeds]])
+               for i in range(0, len(runs), cfg.seeds)]
     result = {"config": dataclasses.asdict(cfg), "answer_digits": k, "sweep": sweep, "runs": records}
     write_results(results_dir, "addition_scaling", result, emergence_table(records, k, sweep),
                   [("addition_scaling.png", lambda path: plot_emergence(records, k, path)),
-                   ("addition_training.png", lambda path: plot_training(records[-1], k, path))])
+                   ("addition_training.png", lambda path: plot_training(records[-1]["seeds"][0], k, path))])
 
 
-def emergence_record(run, out_dir, k):
-    """One size's line of addition_scaling.json: the issue's four numbers first, then the detail.
+METRICS = ("exact_match", "per_digit_accuracy", "answer_loss", "power_k", "independent_digits")
 
-    digit_accuracy: each answer position's held-out accuracy in written order (the task's
-    addition.json); independent_digits: their product, the exact match that independent errors
-    at those accuracies would give; power_k: per_digit_accuracy^k, the same with equal accuracies.
+
+def seed_record(run, k):
+    """One run's held-out numbers at the end of training, and its metrics at every evaluation.
+
+    digit_accuracy: each answer position's accuracy in written order (the task's addition.json);
+    independent_digits: their product, the exact match if each position erred independently at
+    its own rate; power_k: per_digit_accuracy^k, the same if every position had the mean rate.
     """
-    with open(os.path.join(out_dir, f"L{run['n_layer']}_H{run['n_head']}_C{run['n_embd']}", "addition.json")) as fh:
+    with open(os.path.join(run["out_dir"], "addition.json")) as fh:
         positions = json.load(fh)["digit_accuracy"]
-    return {"size": f"{run['n_layer']}x{run['n_head']}x{run['n_embd']}", "n_params": run["params"],
-            "exact_match": run["exact_match"], "per_digit_accuracy": run["per_digit_accuracy"],
+    return {"seed": run["seed"], "exact_match": run["exact_match"], "per_digit_accuracy": run["per_digit_accuracy"],
             "answer_loss": run["answer_loss"], "power_k": run["per_digit_accuracy"] ** k,
-            "independent_digits": float(np.prod(positions)), "digit_accuracy": positions,
-            "params_total": run["params_total"], "tokens": run["tokens"], "seconds": run["seconds"],
+            "independent_digits": float(np.prod(positions)), "digit_accuracy": positions, "seconds": run["seconds"],
+            "size": f"{run['n_layer']}x{run['n_head']}x{run['n_embd']}", "n_params": run["params"],
+            "params_total": run["params_total"], "tokens": run["tokens"],
             "curve": [{key: row[key] for key in ("iter", "exact_match", "per_digit_accuracy", "answer_loss")}
                       for row in run["curve"]]}
 
 
+def size_record(seeds):
+    """One size's line of addition_scaling.json: its metrics averaged over seeds (the issue's four
+    numbers first), each position's mean accuracy, the total time, and every seed's record."""
+    first = seeds[0]
+    mean = {m: float(np.mean([s[m] for s in seeds])) for m in METRICS}
+    return {"size": first["size"], "n_params": first["n_params"], **mean,
+            "digit_accuracy": np.mean([s["digit_accuracy"] for s in seeds], axis=0).tolist(),
+            "params_total": first["params_total"], "tokens": first["tokens"],
+            "seconds": round(sum(s["seconds"] for s in seeds), 1), "seeds": seeds}
+
+
 def emergence_table(records, k, sweep):
-    """The sizes as a markdown table, and the sweep's wall time and load."""
+    """The sizes as a markdown table (means over seeds; exact match of each seed too), and the
+    sweep's wall time and load."""
     lines = [f"| layers x heads x width | N (non-emb.) | exact match | per-digit acc. | per-digit^{k} | "
-             "product of positions | answer loss | accuracy by position | time (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "product of positions | answer loss | accuracy by position | exact match by seed | time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['size']} | {r['n_params']:,} | {r['exact_match']:.3f} | {r['per_digit_accuracy']:.3f} | "
               f"{r['power_k']:.3f} | {r['independent_digits']:.3f} | {r['answer_loss']:.3f} | "
-              f"{' '.join(f'{p:.2f}' for p in r['digit_accuracy'])} | {r['seconds']:.0f} |" for r in records]
+              f"{' '.join(f'{p:.2f}' for p in r['digit_accuracy'])} | "
+              f"{' '.join(f'{seed_exact:.2f}' for seed_exact in exact_by_seed(r))} | {r['seconds']:.0f} |" for r in records]
     lines += ["", f"sweep: {sweep['seconds'] / 60:.1f} minutes, load average {sweep['load_average_start']:.1f} "
                   f"at the start and {sweep['load_average_end']:.1f} at the end"]
     return "\n".join(lines)
+
+
+def exact_by_seed(record):
+    """Each seed's exact match at one size."""
+    return [s["exact_match"] for s in record["seeds"]]
 
 
 def plot_emergence(records, k, path):
@@ -275,11 +304,14 @@ def plot_emergence(records, k, path):
     n = [r["n_params"] for r in records]
     fig, (exact, digit, loss) = plt.subplots(1, 3, figsize=(13, 4))
     exact.plot(n, [r["exact_match"] for r in records], "o-", label="exact match")
+    if len(records[0]["seeds"]) > 1:
+        exact.plot([r["n_params"] for r in records for _ in r["seeds"]],
+                   [e for r in records for e in exact_by_seed(r)], ".", color="grey", label="each seed")
     exact.plot(n, [r["power_k"] for r in records], "s--", label=f"per-digit accuracy^{k}")
     exact.plot(n, [r["independent_digits"] for r in records], "x:", label="product of position accuracies")
     exact.set_title("exact match: the 'emergent' view")
     exact.legend(fontsize=8)
-    digit.plot(n, [r["per_digit_accuracy"] for r in records], "o-")
+    digit.plot(n, [r["per_digit_accuracy"] for r in records], "o-", label="per-digit accuracy")
     digit.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance (0.1)")
     digit.set_title("per-digit accuracy: a smooth view")
     digit.legend(fontsize=8)
