@@ -35,23 +35,30 @@ def test_sizes_parse_and_bad_sizes_are_clear_errors():
 
 
 def test_a_tiny_addition_sweep_writes_every_size_and_its_curve(tmp_path):
-    """CI's sweep: 2 sizes, 15 steps each, through train.py's Trainer on held-out addition problems."""
-    scaling.main(["--task=addition", "--quick=true", "--eval_interval=5", f"--out_dir={tmp_path / 'runs'}",
-                  f"--results_dir={tmp_path}"])
+    """CI's sweep: 2 sizes x 2 seeds, 15 steps each, through train.py's Trainer on held-out addition problems."""
+    scaling.main(["--task=addition", "--quick=true", "--seeds=2", "--eval_interval=5",
+                  f"--out_dir={tmp_path / 'runs'}", f"--results_dir={tmp_path}"])
     with open(tmp_path / "addition_scaling.json") as fh:
         result = json.load(fh)
     runs = result["runs"]
     assert [r["size"] for r in runs] == ["1x2x16", "1x2x32"] and runs[0]["n_params"] < runs[1]["n_params"]
     assert result["answer_digits"] == 4 and result["config"]["iters"] == 1500  # the preset was read
     for r in runs:
-        assert 0 <= r["exact_match"] <= r["per_digit_accuracy"] <= 1 and r["answer_loss"] > 0
-        assert r["power_k"] == pytest.approx(r["per_digit_accuracy"] ** 4)
-        assert len(r["digit_accuracy"]) == 4 and np.mean(r["digit_accuracy"]) == pytest.approx(r["per_digit_accuracy"])
-        assert [row["iter"] for row in r["curve"]] == [0, 5, 10, 15]
-        assert r["curve"][-1]["exact_match"] == r["exact_match"]
+        assert [s["seed"] for s in r["seeds"]] == [1337, 1338]
+        assert r["exact_match"] == pytest.approx(np.mean([s["exact_match"] for s in r["seeds"]]))
+        for s in r["seeds"]:
+            assert 0 <= s["exact_match"] <= s["per_digit_accuracy"] <= 1 and s["answer_loss"] > 0
+            assert s["power_k"] == pytest.approx(s["per_digit_accuracy"] ** 4)
+            assert np.mean(s["digit_accuracy"]) == pytest.approx(s["per_digit_accuracy"])
+            assert s["independent_digits"] == pytest.approx(np.prod(s["digit_accuracy"]))
+            assert [row["iter"] for row in s["curve"]] == [0, 5, 10, 15]
+            assert s["curve"][-1]["exact_match"] == s["exact_match"]
+        assert r["seeds"][0]["curve"] != r["seeds"][1]["curve"]  # the seeds are different runs
     assert (tmp_path / "addition_scaling.md").read_text().count("\n| 1x2x") == 2
 
 
 def test_addition_sweep_options_are_checked():
     with pytest.raises(ValueError, match="at least 2"):
         scaling.main(["--task=addition", "--sizes=1x2x16", "--out_dir=unused"])
+    with pytest.raises(ValueError, match="the L\\(N\\) fit uses one seed"):
+        scaling.main(["--seeds=2", "--out_dir=unused"])
