@@ -51,7 +51,7 @@ MPI_HINT = "pip install -e '.[mpi]' (or: pip install mpi4py mpich)"
 
 
 class LaunchError(ValueError):
-    """A launch that cannot work (no mpi4py, a bad world size, too few GPUs); the message says the fix."""
+    """A launch that cannot work (the launcher's MPI is not mpi4py's); the message says the fix."""
 
 
 class ReplicaError(ValueError):
@@ -94,8 +94,8 @@ def init(device="cpu", micro_batches=1):
     try:
         from mpi4py import MPI
     except ImportError:
-        _fail_launch(_launched_rank(), None, f"this was started by an MPI launcher ({size} processes) but mpi4py is "
-                                       f"not installed: {MPI_HINT}, or run without mpiexec")
+        _fail_launch(_launched_rank(), None, f"this was started by an MPI launcher ({size} processes) but "
+                                             f"mpi4py is not installed: {MPI_HINT}, or run without mpiexec")
     comm = MPI.COMM_WORLD
     if comm.size == 1 and size > 1 and any(v in os.environ for v in _SIZE_VARS):
         raise LaunchError(f"the launcher started {size} processes but MPI sees each alone: mpi4py's MPI is not the "
@@ -104,9 +104,10 @@ def init(device="cpu", micro_batches=1):
     if comm.size == 1:
         return World()
     if micro_batches % comm.size:
-        _fail_launch(comm.rank, comm, f"gradient_accumulation_steps={micro_batches} (the micro-batches per iteration, "
-                                f"over all ranks) is not divisible by the {comm.size} ranks: set it to a multiple "
-                                f"of {comm.size}, e.g. --gradient_accumulation_steps={comm.size * max(1, micro_batches // comm.size)}")
+        nearest = comm.size * max(1, micro_batches // comm.size)
+        _fail_launch(comm.rank, comm, f"gradient_accumulation_steps={micro_batches} (the micro-batches per "
+                                      f"iteration, over all ranks) is not divisible by the {comm.size} ranks: set it "
+                                      f"to a multiple of {comm.size}, e.g. --gradient_accumulation_steps={nearest}")
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this machine
     local_rank, local_size = local.rank, local.size
     local.Free()
