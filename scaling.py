@@ -138,6 +138,9 @@ def train_one(cfg, size, iters, seed):
         eval_iters=cfg.eval_iters, learning_rate=cfg.learning_rate, min_lr=cfg.learning_rate / 10,
         seed=seed, device=cfg.device, **data_options(cfg))
     os.makedirs(run.out_dir, exist_ok=True)
+    stale = os.path.join(run.out_dir, "metrics.jsonl")  # an earlier sweep's rows: train.py appends
+    if os.path.exists(stale):
+        os.remove(stale)
     start = time.time()
     trainer = train.Trainer(run)
     trainer.run()

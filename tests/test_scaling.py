@@ -55,6 +55,11 @@ def test_a_tiny_addition_sweep_writes_every_size_and_its_curve(tmp_path):
             assert s["curve"][-1]["exact_match"] == s["exact_match"]
         assert r["seeds"][0]["curve"] != r["seeds"][1]["curve"]  # the seeds are different runs
     assert (tmp_path / "addition_scaling.md").read_text().count("\n| 1x2x") == 2
+    scaling.main(["--task=addition", "--quick=true", "--seeds=1", "--eval_interval=5",
+                  f"--out_dir={tmp_path / 'runs'}", f"--results_dir={tmp_path}"])  # again, in the same directories
+    with open(tmp_path / "addition_scaling.json") as fh:
+        again = json.load(fh)["runs"][0]["seeds"][0]
+    assert again["curve"] == runs[0]["seeds"][0]["curve"]  # the same run, and no rows of the first sweep
 
 
 def test_addition_sweep_options_are_checked():
