@@ -40,6 +40,8 @@ class SymbolTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, d):
-        if d["special_tokens"]:
-            raise TokenizerError("a symbol tokenizer has no special tokens")
+        if d.get("special_tokens") != {}:
+            raise TokenizerError("a symbol tokenizer has no special tokens (special_tokens must be {})")
+        if not isinstance(d.get("symbols"), list):
+            raise TokenizerError("a symbol tokenizer's \"symbols\" must be a list of words, its vocabulary")
         return cls(d["symbols"])

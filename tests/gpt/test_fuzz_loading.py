@@ -22,7 +22,7 @@ from gpt import hf
 from gpt.checkpoint import (CheckpointError, load_checkpoint, load_model, optimizer_shapes, parameter_shapes,
                             save_checkpoint)
 from gpt.safetensors import SafetensorsError
-from gpt.tokenizer import BPETokenizer, CharTokenizer, TokenizerError, load_tokenizer
+from gpt.tokenizer import BPETokenizer, CharTokenizer, SymbolTokenizer, TokenizerError, load_tokenizer
 from tiny import tiny_model  # noqa: E402
 
 OURS = (CheckpointError, SafetensorsError, TokenizerError, hf.HFError)
@@ -52,6 +52,7 @@ def files(tmp_path_factory):
     save_checkpoint(str(root / "ckpt.safetensors"), model, bpe, optimizer, train_state)
     char.save(root / "char.json")
     bpe.save(root / "bpe.json")
+    SymbolTokenizer([str(i) for i in range(13)] + ["="]).save(root / "symbols.json")
     hf.save(model, bpe, str(root / "gpt2"))
     return root
 
@@ -156,7 +157,7 @@ def test_corrupt_checkpoints_raise_checkpoint_errors(files, tmp_path, mutation):
         load_within_memory(load_model, str(path), len(original))
 
 
-@pytest.mark.parametrize("name", ["char.json", "bpe.json"])
+@pytest.mark.parametrize("name", ["char.json", "bpe.json", "symbols.json"])
 def test_corrupt_tokenizer_files_raise_tokenizer_errors(files, tmp_path, name):
     rng, original = random.Random(name), (files / name).read_bytes()
     path = tmp_path / name
