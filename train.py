@@ -87,6 +87,12 @@ class TrainConfig:
     reverse_answer: bool = option(True, "addition: write the sum least significant digit first (Lee et al. 2023)")
     val_problems: int = option(2000, "addition: problems held out of training, scored at each evaluation",
                                valid="[1, inf)")
+    # tasks: induction (gpt/tasks/induction.py)
+    induction_vocab: int = option(64, "induction: number of symbols", valid="[8, inf)")
+    induction_min_len: int = option(4, "induction: shortest segment that recurs", valid="[2, inf)")
+    induction_max_len: int = option(32, "induction: longest segment that recurs", valid="[2, inf)")
+    induction_prefix: int = option(16, "induction: most random symbols before the first segment", valid="[0, inf)")
+    induction_gap: int = option(0, "induction: most random symbols between a segment and its copy", valid="[0, inf)")
     # model
     n_layer: int = option(4, "transformer blocks", valid="[1, inf)")
     n_head: int = option(4, "attention heads per block", valid="[1, inf)")
@@ -94,6 +100,7 @@ class TrainConfig:
     block_size: int = option(64, "context length in tokens", valid="[1, inf)")
     dropout: float = option(0.0, "dropout probability (0 for small data or pre-training at scale)", valid="[0, 1)")
     bias: bool = option(True, "biases in Linear and LayerNorm layers, as GPT-2")
+    attn_only: bool = option(False, "attention-only blocks, no MLPs (Olsson et al.'s toy transformers)")
     # optimisation
     batch_size: int = option(12, "sequences per micro-batch", valid="[1, inf)")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", valid="[1, inf)")
@@ -163,7 +170,7 @@ class Trainer:
             self.tokenizer, self.data = self._prepare_data()
             self._build(GPT(GPTConfig(block_size=cfg.block_size, vocab_size=self.tokenizer.vocab_size,
                                       n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                                      dropout=cfg.dropout, bias=cfg.bias)))
+                                      dropout=cfg.dropout, bias=cfg.bias, attn_only=cfg.attn_only)))
         else:  # fine-tune a checkpoint or GPT-2 directory
             config, state, self.tokenizer = read_pretrained(cfg.init_from)
             model = build(dataclasses.replace(config, dropout=cfg.dropout), state, cfg.init_from)

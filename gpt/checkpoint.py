@@ -115,9 +115,14 @@ def _json_field(meta, key):
         raise ValueError(f"{key} is not valid JSON ({type(e).__name__}: {e})") from None
 
 
+ADDED_CONFIG_FIELDS = {"attn_only": False}  # GPTConfig fields that older checkpoints lack, with their value then
+
+
 def _model_config(d):
     """GPTConfig from its JSON object, each field of its declared type."""
     fields = {f.name: f.type for f in dataclasses.fields(GPTConfig)}
+    if isinstance(d, dict):
+        d = {**ADDED_CONFIG_FIELDS, **d}
     if not isinstance(d, dict) or set(d) != set(fields):
         raise ValueError(f"model_config must be an object with exactly {', '.join(fields)}")
     for name, kind in fields.items():
@@ -158,6 +163,8 @@ def parameter_shapes(config):
         layer_norm(f"{block}.ln_1")
         linear(f"{block}.attn.c_attn", e, 3 * e)
         linear(f"{block}.attn.c_proj", e, e)
+        if config.attn_only:
+            continue
         layer_norm(f"{block}.ln_2")
         linear(f"{block}.mlp.c_fc", e, 4 * e)
         linear(f"{block}.mlp.c_proj", 4 * e, e)

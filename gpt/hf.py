@@ -235,6 +235,8 @@ def save(model, tokenizer, directory):
                       "BPE with GPT-2's pattern (train with tokenizer='bpe' or 'gpt2')")
     if not c.bias:
         raise HFError("cannot export a model with bias=False: GPT-2 always has biases")
+    if c.attn_only:
+        raise HFError("cannot export an attention-only model (attn_only=True): every GPT-2 block has an MLP")
     if tokenizer.vocab_size > c.vocab_size:
         raise HFError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's {c.vocab_size}")
     os.makedirs(directory, exist_ok=True)

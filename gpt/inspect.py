@@ -5,6 +5,7 @@ the Fourier view of a modular-arithmetic model, and any run's metrics over train
     python -m gpt.inspect logit-lens --out_dir=out --prompt="ROMEO: Is it so?" --top_k=3
     python -m gpt.inspect ablate     --out_dir=out --mode=mean [--image=ablate.png]
     python -m gpt.inspect induction  --out_dir=out [--image=induction.png]
+    python -m gpt.inspect circuit    --out_dir=out-induction [--image=circuit.png]   # writes circuit.json
     python -m gpt.inspect fourier    --out_dir=out-grokking [--image=fourier.png]
     python -m gpt.inspect plot-metrics --out_dir=out     # every logged metric vs iteration
     python -m gpt.inspect plot-metrics --out_dir=out-grokking,out-grokking-wd0   # runs side by side
@@ -31,7 +32,7 @@ from gpt.cli import run_main
 from gpt.config import ConfigError, option, parse
 from nanograd import backend
 
-COMMANDS = ("attention", "logit-lens", "ablate", "induction", "fourier", "plot-metrics")
+COMMANDS = ("attention", "logit-lens", "ablate", "induction", "circuit", "fourier", "plot-metrics")
 MAX_TEXT_TOKENS = 40  # the text attention view shows at most this many (the last) tokens
 
 
@@ -68,8 +69,8 @@ def main(argv):
     if command == "fourier":
         return fourier(cfg)
     model, tokenizer = load(cfg)
-    {"attention": attention, "logit-lens": logit_lens, "ablate": ablate, "induction": induction}[command](
-        cfg, model, tokenizer)
+    {"attention": attention, "logit-lens": logit_lens, "ablate": ablate, "induction": induction,
+     "circuit": circuit}[command](cfg, model, tokenizer)
 
 
 def load(cfg):
@@ -179,6 +180,58 @@ def induction(cfg, model, tokenizer):
         layer_head_png(scores, "induction score", cfg.image, "viridis")
 
 
+def circuit(cfg, model, tokenizer):
+    """Find the induction circuit (interp.find_circuit), print it, write it to out_dir/circuit.json;
+    --image draws the attention of its best previous-token and induction heads on one repeated sequence."""
+    found = interp.find_circuit(model, cfg.repeat_len or None, cfg.batch_size, cfg.seed)
+    prev, ind = np.array(found["previous_token_scores"]), np.array(found["induction_scores"])
+    role = lambda lh: ("induction" if lh in found["induction_heads"] else
+                       "previous-token" if lh in found["previous_token_heads"] else "")
+    print(f"heads on {found['batch_size']} sequences of {found['repeat_len']} random tokens repeated twice:")
+    print(interp.table_text(["head", "previous-token", "induction", "role"],
+                            [[f"{l}.{h}", f"{prev[l, h]:.3f}", f"{ind[l, h]:.3f}", role([l, h])]
+                             for l in range(prev.shape[0]) for h in range(prev.shape[1])]))
+    print(f"in-context loss drop {found['icl_loss_drop']:.3f}; fraction of it lost when a group is mean-ablated:")
+    print(interp.table_text(["group", "heads", "drop lost"],
+                            [[k.replace("_", " "), " ".join(f"{l}.{h}" for l, h in found[k]) or "-",
+                              "-" if found["ablation"][k] is None else f"{found['ablation'][k]:.3f}"]
+                             for k in ("induction_heads", "previous_token_heads", "other_heads")]))
+    kc = np.array(found["k_composition"])
+    print("K-composition (rows: layer-1 heads' keys, columns: layer-0 heads' outputs):")
+    print(interp.table_text(["key \\ writer"] + [f"0.{j}" for j in range(kc.shape[1])],
+                            [[f"1.{i}"] + [f"{v:.3f}" for v in row] for i, row in enumerate(kc)]))
+    for (l, h), (l0, h0) in found["k_composition_partners"]:
+        print(f"induction head {l}.{h} reads most from head {l0}.{h0} ({role([l0, h0]) or 'not a previous-token head'})")
+    path = os.path.join(cfg.out_dir, "circuit.json")
+    if not cfg.init_from:
+        with open(path, "w") as fh:
+            json.dump(found, fh, indent=1)
+        print(f"wrote {path}")
+    if cfg.image:
+        circuit_png(model, found, cfg)
+
+
+def circuit_png(model, found, cfg):
+    """The attention of the best previous-token head and the best induction head on one repeated sequence."""
+    prev, ind = np.array(found["previous_token_scores"]), np.array(found["induction_scores"])
+    heads = [(np.unravel_index(np.argmax(prev[:-1]), prev[:-1].shape), "previous-token"),
+             (np.unravel_index(np.argmax(ind[1:]), ind[1:].shape), "induction")]
+    heads[1] = ((heads[1][0][0] + 1, heads[1][0][1]), "induction")
+    L = found["repeat_len"]
+    ids = interp.repeated_random_tokens(model.config.vocab_size, L, 1, np.random.default_rng(cfg.seed))
+    patterns = interp.attention_patterns(model, ids)
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
+    for ax, ((l, h), name) in zip(axes, heads):
+        ax.imshow(backend.to_device(patterns[l][0, h], "cpu"), cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"head {l}.{h}, {name}", fontsize=9)
+        ax.set_xlabel("key position")
+        ax.axvline(L - 0.5, color="gray", lw=0.5)
+        ax.axhline(L - 0.5, color="gray", lw=0.5)
+    axes[0].set_ylabel(f"query position ({L} random tokens, then the same {L} again)")
+    save(fig, cfg.image)
+
+
 # ---- the Fourier view of modular arithmetic -------------------------------------------
 def fourier(cfg):
     """The token embedding's norm per frequency at init and now, its key frequencies, and the
@@ -259,10 +312,23 @@ def plot_metrics(cfg):
                     label = column if len(runs) == 1 else f"{os.path.basename(out_dir.rstrip('/'))}: {column}"
                     ax.plot([r["iter"] for r in tracked], [r[column] for r in tracked], style, color=color,
                             label=label)
+        for color, out_dir in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs):
+            change = phase_change_iter(out_dir)
+            if change is not None:
+                ax.axvline(change, color=color, lw=0.8, ls=":", label="phase change" if ax is axes[0, 0] else None)
         ax.set_ylabel(title)
         ax.legend(fontsize=7)
     axes[-1, 0].set_xlabel("iteration")
     save(fig, cfg.image or os.path.join(cfg.out_dir.split(",")[0], "emergence.png"))
+
+
+def phase_change_iter(out_dir):
+    """The phase_change_iter of out_dir/emergence.json (written at the end of an induction run), else None."""
+    path = os.path.join(out_dir, "emergence.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh).get("phase_change_iter")
 
 
 # ---- shared views -----------------------------------------------------------------------

@@ -7,6 +7,8 @@
 A decoder-only transformer: token plus learned position embeddings, `n_layer` pre-LayerNorm
 blocks (causal self-attention, then a GELU MLP, each inside a residual connection), a final
 LayerNorm, and an output layer that reuses the token embedding matrix (weight tying).
+`attn_only=True` drops the MLPs: the attention-only transformers in which Elhage et al.
+(2021) and Olsson et al. (2022) read induction heads off the weights.
 Parameter names match GPT-2's checkpoints one to one (hf.py converts the weights).
 
 For decoding, `KVCache` keeps every layer's keys and values so that each new token costs
@@ -29,6 +31,7 @@ For looking inside, every named activation is a hook point (the list is in `GPT.
     blocks.{i}.mlp.post      GELU output                                   (B, T, 4C)
     blocks.{i}.mlp_out       MLP sublayer output (after c_proj)            (B, T, C)
     blocks.{i}.resid_post    resid_mid + mlp_out, leaving block i          (B, T, C)
+                             (attn_only models have no ln_2, mlp.*, mlp_out; resid_post = resid_mid)
     ln_f                     final LayerNorm output, before the unembedding (B, T, C)
 
 Head h writes head_out[:, h] @ c_proj.weight[:, h*D:(h+1)*D].T into the residual stream, so
@@ -61,6 +64,7 @@ class GPTConfig:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
+    attn_only: bool = False  # drop the MLP blocks (Olsson et al.'s attention-only transformers)
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -200,7 +204,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One transformer block, pre-LayerNorm: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    """One transformer block, pre-LayerNorm: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+
+    With config.attn_only the block is x + attn(ln_1(x)) alone (no ln_2, no MLP), and
+    resid_post is resid_mid.
+    """
 
     def __init__(self, config, layer, points):
         super().__init__()
@@ -208,13 +216,16 @@ class Block(nn.Module):
         self.hook = HookScope(points, prefix)
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config, layer, HookScope(points, prefix + "attn."))
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config, HookScope(points, prefix + "mlp."))
+        if not config.attn_only:
+            self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+            self.mlp = MLP(config, HookScope(points, prefix + "mlp."))
 
     def forward(self, x, cache=None):
         h = self.hook
         x = h("resid_pre", x)  # (B, T, C)
         x = h("resid_mid", x + h("attn_out", self.attn(h("ln_1", self.ln_1(x)), cache)))
+        if not hasattr(self, "mlp"):  # attention-only
+            return h("resid_post", x)
         return h("resid_post", x + h("mlp_out", self.mlp(h("ln_2", self.ln_2(x)))))
 
 
@@ -288,6 +299,8 @@ class GPT(nn.Module):
         """Every hook point's name, in the order a forward pass reaches them (see the module docstring)."""
         block = ("resid_pre", "ln_1", "attn.pattern", "attn.head_out", "attn_out", "resid_mid",
                  "ln_2", "mlp.pre", "mlp.post", "mlp_out", "resid_post")
+        if self.config.attn_only:
+            block = tuple(k for k in block if not k.startswith(("ln_2", "mlp")))
         return ["embed", *(f"blocks.{i}.{k}" for i in range(self.config.n_layer) for k in block), "ln_f"]
 
     def run_with_hooks(self, idx, hooks, targets=None):

@@ -161,6 +161,42 @@ def test_ablation_finds_both_heads_of_the_circuit_and_nothing_else():
         np.testing.assert_allclose(delta[:, 1], 0, atol=1e-5)  # the idle heads write nothing
 
 
+def test_planted_circuit_is_found_ablated_and_composed():
+    circuit = interp.find_circuit(induction_model(), repeat_len=8, batch_size=16)
+    assert circuit["previous_token_heads"] == [[0, 0]] and circuit["induction_heads"] == [[1, 0]]
+    assert circuit["other_heads"] == [[0, 1], [1, 1]]
+    assert circuit["previous_token_scores"][0][0] > 0.95 and circuit["induction_scores"][1][0] > 0.8
+    lost = circuit["ablation"]
+    assert lost["induction_heads"] > 0.9 and lost["previous_token_heads"] > 0.5  # mean ablation
+    assert abs(lost["other_heads"]) < 1e-4  # the idle heads write nothing
+    kc = np.array(circuit["k_composition"])  # (layer-1 head, layer-0 head)
+    assert kc[0, 0] > 0.1 and kc[0, 1] == kc[1, 0] == kc[1, 1] == 0  # idle heads: zero matrices
+    assert circuit["k_composition_partners"] == [[[1, 0], [0, 0]]]
+
+
+def test_k_composition_reads_only_what_the_keys_see():
+    model = induction_model()
+    c = model.config.n_embd
+    model.transformer.h[1].attn.c_attn.weight.data[c:2 * c] = 0  # layer 1's keys read nothing
+    assert np.all(interp.k_composition(model) == 0)
+    model = induction_model()
+    model.transformer.h[0].attn.c_attn.weight.data[2 * c:] *= 7  # the score is scale-free
+    np.testing.assert_allclose(interp.k_composition(model), interp.k_composition(induction_model()), rtol=1e-6)
+
+
+def test_previous_token_scores_on_hand_made_patterns():
+    T = 6
+    shifted = np.eye(T, k=-1)
+    shifted[0, 0] = 1  # the first position can only attend to itself
+    patterns = [np.stack([shifted, np.eye(T)])[None]]  # (1, 2 heads, T, T)
+    np.testing.assert_allclose(interp.previous_token_scores_from_patterns(patterns), [[1.0, 0.0]])
+
+
+def test_circuit_needs_two_layers():
+    with pytest.raises(ValueError, match="this model has 1 layer: an induction circuit needs two"):
+        interp.find_circuit(tiny_model(n_layer=1), repeat_len=3)
+
+
 # ---- logit lens and text views -------------------------------------------------------
 def test_logit_lens_last_stage_is_the_models_prediction():
     model = tiny_model()
@@ -214,11 +250,28 @@ def test_inspect_commands_print_their_views(run_dir, capsys):
         inspect.main(["attention", out, "--layer=5"])
 
 
+def test_inspect_circuit_writes_circuit_json(tmp_path, capsys):
+    model = induction_model()
+    save_checkpoint(str(tmp_path / "ckpt.safetensors"), model, CharTokenizer.train("abcdefghijklmnopqrstuvwxyz" * 2))
+    inspect.main(["circuit", f"--out_dir={tmp_path}", "--repeat_len=8", "--batch_size=16"])
+    out = capsys.readouterr().out
+    assert "induction head 1.0 reads most from head 0.0 (previous-token)" in out
+    found = json.loads((tmp_path / "circuit.json").read_text())
+    assert found["induction_heads"] == [[1, 0]] and found["ablation_mode"] == "mean"
+    save_checkpoint(str(tmp_path / "ckpt.safetensors"), tiny_model(n_layer=1), CharTokenizer.train("abcdefghijk"))
+    with pytest.raises(ValueError, match="needs two"):
+        inspect.main(["circuit", f"--out_dir={tmp_path}"])
+
+
 def test_inspect_pngs(run_dir, tmp_path):
     pytest.importorskip("matplotlib")
     inspect.main(["plot-metrics", f"--out_dir={run_dir}"])
     inspect.main(["induction", f"--out_dir={run_dir}", "--batch_size=2", f"--image={tmp_path / 'ind.png'}"])
     assert (tmp_path / "emergence.png").stat().st_size > 0 and (tmp_path / "ind.png").stat().st_size > 0
+    (tmp_path / "emergence.json").write_text('{"phase_change_iter": 20}')  # the marker of an induction run
+    inspect.main(["plot-metrics", f"--out_dir={run_dir}", f"--image={tmp_path / 'marked.png'}"])
+    inspect.main(["circuit", f"--out_dir={run_dir}", "--batch_size=2", f"--image={tmp_path / 'circuit.png'}"])
+    assert (tmp_path / "marked.png").stat().st_size > 0 and (tmp_path / "circuit.png").stat().st_size > 0
 
 
 def test_track_emergence_logs_scores_and_leaves_training_unchanged(tmp_path):

@@ -152,3 +152,37 @@ def test_crop_block_size():
         model(random_ids(2, 5))
     with pytest.raises(ValueError, match="crop_block_size"):
         model.crop_block_size(6)
+
+
+# ---- attention-only models --------------------------------------------------------------
+def test_attn_only_drops_the_mlps_and_everything_else_works(tmp_path):
+    from gpt import hf
+    from gpt.checkpoint import load_model, parameter_shapes, save_checkpoint
+    from gpt.tokenizer import BPETokenizer, CharTokenizer
+    model = tiny_model(attn_only=True)
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(".mlp." in n or ".ln_2." in n for n in names)
+    assert list(parameter_shapes(model.config)) == names
+    assert not any("mlp" in n or "ln_2" in n for n in model.hook_names())
+    idx = random_ids(2, 6)
+    logits, cache = model.run_with_cache(idx)
+    np.testing.assert_array_equal(cache["blocks.0.resid_post"], cache["blocks.0.resid_mid"])
+    with ng.no_grad():  # the KV cache gives the same logits
+        kv = model.new_cache(2)
+        pieces = [model(idx[:, a:b], cache=kv)[0].numpy() for a, b in ((0, 4), (4, 6))]
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), logits.numpy(), rtol=1e-5, atol=1e-6)
+    assert model.generate(idx[:, :2], 3, temperature=0.0).shape == (2, 5)
+    save_checkpoint(str(tmp_path / "ckpt.safetensors"), model, CharTokenizer.train("abcdefghijk"))
+    loaded, _, _ = load_model(str(tmp_path))
+    assert loaded.config.attn_only and np.array_equal(loaded(idx)[0].data, logits.data)
+    tok = BPETokenizer.train("the quick brown fox " * 20, 260)
+    with pytest.raises(hf.HFError, match="attention-only"):
+        hf.save(tiny_model(attn_only=True, vocab_size=tok.vocab_size), tok, str(tmp_path / "gpt2"))
+
+
+def test_attn_only_gradcheck_float64():
+    model = tiny_model(attn_only=True).astype(np.float64)
+    idx, targets = random_ids(2, 5), random_ids(2, 5, seed=1)
+    for p in model.parameters():
+        p.data = np.random.default_rng(p.size).standard_normal(p.shape) * 0.5
+    assert ng.gradcheck(lambda *ps: model(idx, targets)[1], *model.parameters())
