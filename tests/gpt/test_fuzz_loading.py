@@ -217,9 +217,9 @@ def test_resume_needs_the_training_state(tmp_path):
         load_checkpoint(path, resume=True)
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_parameter_shapes_are_the_models(bias):
-    model = tiny_model(bias=bias)
+@pytest.mark.parametrize("options", [dict(bias=True), dict(bias=False), dict(attn_only=True)])
+def test_parameter_shapes_are_the_models(options):
+    model = tiny_model(**options)
     assert parameter_shapes(model.config) == {name: p.shape for name, p in model.named_parameters()}
     assert list(parameter_shapes(model.config)) == [name for name, _ in model.named_parameters()]
     optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99))
