@@ -16,6 +16,11 @@ all of them alike; the ratios are taken within a round and their median and rang
 For the 2-process runs the all-reduce's share of the step is the time rank 0 spends in the
 MPI_Allreduce calls (which includes waiting for the other rank) over the step time.
 
+Every process runs at the nice level --nice (default 10) from its start: the parent sets it
+and the children, mpiexec's ranks included, inherit it. On a shared machine where something
+renices other people's processes a few seconds after they start (this one had such a script),
+a setting whose processes escape it would otherwise get more of the CPU than another's.
+
 A last mpiexec job times MPI_Allreduce alone on float32 buffers of 4 KB to 32 MB and fits the
 latency-bandwidth model t(n) = a + b n (docs/distributed.md uses it).
 """
@@ -43,6 +48,7 @@ def parse_args(argv):
     ap.add_argument("--rounds", type=int, default=4, help="rounds; each runs every setting once")
     ap.add_argument("--steps", type=int, default=3, help="timed training steps per run")
     ap.add_argument("--json", help="write the measurements here")
+    ap.add_argument("--nice", type=int, default=10, help="nice level of every process (inherited by the children)")
     ap.add_argument("--child", choices=["train", "allreduce"], help=argparse.SUPPRESS)
     ap.add_argument("--out_dir", help=argparse.SUPPRESS)
     ap.add_argument("--data_file", help=argparse.SUPPRESS)
@@ -131,6 +137,7 @@ def main():
         return child_train(args)
     if args.child == "allreduce":
         return child_allreduce()
+    os.nice(args.nice - os.nice(0))  # the children inherit it
     load_before = os.getloadavg()
     names = list(SETTINGS)
     runs = {name: [] for name in names}
@@ -161,7 +168,7 @@ def main():
         "compute_ms_2x1": [(x["step_s"] - x["allreduce_s"]) * 1000 for x in runs["2x1"]],
         "bucket_bytes": runs["2x1"][0]["bucket_bytes"],
         "mpi_allreduce_fit": fit,
-        "load_average_before": load_before, "load_average_after": load_after, "cpus": os.cpu_count(),
+        "nice": os.nice(0), "load_average_before": load_before, "load_average_after": load_after, "cpus": os.cpu_count(),
         "rounds": args.rounds, "steps": args.steps, "runs": runs,
     }
     print(f"\nchar6, {MICRO_BATCHES} micro-batches of {CHAR6['batch_size']}x{CHAR6['block_size']} tokens per step, "
