@@ -200,6 +200,9 @@ def circuit(cfg, model, tokenizer):
     print("K-composition (rows: layer-1 heads' keys, columns: layer-0 heads' outputs):")
     print(interp.table_text(["key \\ writer"] + [f"0.{j}" for j in range(kc.shape[1])],
                             [[f"1.{i}"] + [f"{v:.3f}" for v in row] for i, row in enumerate(kc)]))
+    shifted = {int(k): np.array(v) for k, v in found["shifted_induction_scores"].items()}
+    print("best head's attention to t - L + 1 + shift (shift 0: the induction score): " + ", ".join(
+        f"{k:+d}: {best_head(m)}" for k, m in sorted({**shifted, 0: ind}.items())))
     for (l, h), (l0, h0) in found["k_composition_partners"]:
         print(f"induction head {l}.{h} reads most from head {l0}.{h0} ({role([l0, h0]) or 'not a previous-token head'})")
     path = os.path.join(cfg.out_dir, "circuit.json")
@@ -211,12 +214,24 @@ def circuit(cfg, model, tokenizer):
         circuit_png(model, found, cfg)
 
 
+def best_head(scores):
+    """'0.812 (1.2)': the largest of a (n_layer, n_head) array and its head."""
+    l, h = np.unravel_index(np.argmax(scores), scores.shape)
+    return f"{scores[l, h]:.3f} ({l}.{h})"
+
+
 def circuit_png(model, found, cfg):
-    """The attention of the best previous-token head and the best induction head on one repeated sequence."""
-    prev, ind = np.array(found["previous_token_scores"]), np.array(found["induction_scores"])
-    heads = [(np.unravel_index(np.argmax(prev[:-1]), prev[:-1].shape), "previous-token"),
-             (np.unravel_index(np.argmax(ind[1:]), ind[1:].shape), "induction")]
-    heads[1] = ((heads[1][0][0] + 1, heads[1][0][1]), "induction")
+    """The attention of the best previous-token head, and of the later-layer head that attends most
+    to the induction target or a token near it (the shift in its title), on one repeated sequence."""
+    prev = np.array(found["previous_token_scores"])
+    by_shift = {0: np.array(found["induction_scores"]),
+                **{int(k): np.array(v) for k, v in found["shifted_induction_scores"].items()}}
+    shift = max(by_shift, key=lambda k: (by_shift[k][1:].max(), k == 0))
+    l, h = np.unravel_index(np.argmax(by_shift[shift][1:]), by_shift[shift][1:].shape)
+    p = np.unravel_index(np.argmax(prev[:-1]), prev[:-1].shape)
+    heads = [(p, f"previous-token score {prev[p]:.2f}"),
+             ((l + 1, h), f"attention to t-L+1{shift:+d}: {by_shift[shift][l + 1, h]:.2f}" if shift else
+              f"induction score {by_shift[0][l + 1, h]:.2f}")]
     L = found["repeat_len"]
     ids = interp.repeated_random_tokens(model.config.vocab_size, L, 1, np.random.default_rng(cfg.seed))
     patterns = interp.attention_patterns(model, ids)
@@ -224,7 +239,7 @@ def circuit_png(model, found, cfg):
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
     for ax, ((l, h), name) in zip(axes, heads):
         ax.imshow(backend.to_device(patterns[l][0, h], "cpu"), cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(f"head {l}.{h}, {name}", fontsize=9)
+        ax.set_title(f"head {l}.{h}: {name}", fontsize=9)
         ax.set_xlabel("key position")
         ax.axvline(L - 0.5, color="gray", lw=0.5)
         ax.axhline(L - 0.5, color="gray", lw=0.5)

@@ -42,13 +42,15 @@ def repeated_random_tokens(vocab_size, repeat_len, batch_size, rng):
     return np.concatenate([first, first], axis=1)
 
 
-def induction_scores_from_patterns(patterns, repeat_len):
-    """(n_layer, n_head) mean attention from t to t - L + 1, over t in the second repeat.
+def induction_scores_from_patterns(patterns, repeat_len, shift=0):
+    """(n_layer, n_head) mean attention from t to t - L + 1 + shift, over t in the second repeat.
 
     patterns: one attention pattern per layer, each (B, H, 2L, 2L), on repeated tokens.
+    shift=0 is the induction score; other shifts show a head that attends near, not at,
+    the token after the earlier occurrence (t - L + 1 + shift must stay in [0, t]).
     """
-    t = np.arange(repeat_len, 2 * repeat_len)
-    return np.stack([backend.to_device(p[:, :, t, t - repeat_len + 1], "cpu").mean(axis=(0, 2))
+    t = np.arange(max(repeat_len, repeat_len - 1 - shift), 2 * repeat_len)
+    return np.stack([backend.to_device(p[:, :, t, t - repeat_len + 1 + shift], "cpu").mean(axis=(0, 2))
                      for p in patterns])
 
 
@@ -124,6 +126,7 @@ def emergence_metrics(model, seed=0, repeat_len=None, batch_size=8):
 
 # ---- the induction circuit ------------------------------------------------------------
 MIN_HEAD_SCORE = 0.1  # a head below this is never called a previous-token or induction head
+SHIFTS = (-1, 1, 2, 3)  # find_circuit also measures attention this many tokens after the induction target
 
 
 def classify_heads(scores, min_score=MIN_HEAD_SCORE):
@@ -219,7 +222,8 @@ def find_circuit(model, repeat_len=None, batch_size=8, seed=0):
      "ablation": {"induction_heads", "previous_token_heads", "other_heads": fraction of the
                   in-context loss drop lost, mean ablation}, "icl_loss_drop": without ablation,
      "k_composition": (H, H) layer-1 heads x layer-0 heads,
-     "k_composition_partners": [[induction head, the layer-0 head its keys read most], ...]}.
+     "k_composition_partners": [[induction head, the layer-0 head its keys read most], ...],
+     "shifted_induction_scores": {shift: (n_layer, n_head) attention to t - L + 1 + shift}}.
     Previous-token heads are looked for below the last layer, induction heads above the first.
     """
     if model.config.n_layer < 2:
@@ -235,6 +239,7 @@ def find_circuit(model, repeat_len=None, batch_size=8, seed=0):
               if [l, h] not in ind_heads + prev_heads]
     ablation, drop = icl_drop_lost(model, {"induction_heads": ind_heads, "previous_token_heads": prev_heads,
                                            "other_heads": others}, L, batch_size, seed)
+    shifts = {k: induction_scores_from_patterns(patterns, L, k) for k in SHIFTS}
     kc = k_composition(model)
     partners = [[[l, h], [0, int(np.argmax(kc[h]))]] for l, h in ind_heads if l == 1]
     return {"previous_token_heads": prev_heads, "induction_heads": ind_heads, "other_heads": others,
@@ -242,6 +247,7 @@ def find_circuit(model, repeat_len=None, batch_size=8, seed=0):
             "ablation": {k: (None if v is None else round(float(v), 4)) for k, v in ablation.items()},
             "ablation_mode": "mean", "icl_loss_drop": round(drop, 4),
             "k_composition": np.round(kc, 4).tolist(), "k_composition_partners": partners,
+            "shifted_induction_scores": {str(k): np.round(v, 4).tolist() for k, v in shifts.items()},
             "repeat_len": L, "batch_size": batch_size, "seed": seed}
 
 

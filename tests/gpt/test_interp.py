@@ -172,6 +172,7 @@ def test_planted_circuit_is_found_ablated_and_composed():
     kc = np.array(circuit["k_composition"])  # (layer-1 head, layer-0 head)
     assert kc[0, 0] > 0.1 and kc[0, 1] == kc[1, 0] == kc[1, 1] == 0  # idle heads: zero matrices
     assert circuit["k_composition_partners"] == [[[1, 0], [0, 0]]]
+    assert all(circuit["shifted_induction_scores"][k][1][0] < 0.1 for k in ("-1", "1", "2", "3"))  # right on target
 
 
 def test_k_composition_reads_only_what_the_keys_see():
