@@ -24,7 +24,7 @@ import numpy as np
 
 from gpt import data as gdata
 from gpt.cli import run_main
-from gpt.config import ConfigError, option, parse
+from gpt.config import DEFAULT_OUT_DIR, ConfigError, option, parse
 from gpt.generate import inference_mode
 from gpt.hf import load_pretrained
 from gpt.tokenizer import TokenizerError
@@ -32,7 +32,7 @@ from gpt.tokenizer import TokenizerError
 
 @dataclasses.dataclass
 class EvalConfig:
-    init_from: str = option("out", "a run directory, checkpoint file or GPT-2 directory")
+    init_from: str = option(DEFAULT_OUT_DIR, "a run directory, checkpoint file or GPT-2 directory")
     data_file: str = option("", "UTF-8 text file to score")
     max_length: int = option(0, "tokens per window (0: the model's block_size)", valid="[0, inf)")
     stride: int = option(0, "tokens between window starts (0: max_length - 1, each token scored once)",

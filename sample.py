@@ -1,6 +1,6 @@
 """Generate text from a trained checkpoint or a GPT-2 directory, streaming it as the tokens arrive.
 
-    python sample.py --out_dir=out --start="ROMEO:" --max_new_tokens=300
+    python sample.py --start="ROMEO:" --max_new_tokens=300    # the run `python train.py` wrote
     python sample.py --start=FILE:prompt.txt --temperature=0 --no_repeat_ngram_size=2
     python sample.py --init_from=gpt2-dir --start="The quick brown fox" --num_beams=4 --num_return_sequences=2
 
@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from gpt.cli import run_main
-from gpt.config import ConfigError, option, parse
+from gpt.config import DEFAULT_OUT_DIR, ConfigError, option, parse
 from gpt.hf import load_pretrained
 
 SEPARATOR = "\n---------------\n"
@@ -24,7 +24,7 @@ SEPARATOR = "\n---------------\n"
 
 @dataclasses.dataclass
 class SampleConfig:
-    out_dir: str = option("out", "run directory holding ckpt.safetensors")
+    out_dir: str = option(DEFAULT_OUT_DIR, "run directory holding ckpt.safetensors")
     init_from: str = option("resume", "'resume' (the checkpoint in out_dir), a checkpoint, or a GPT-2 directory")
     start: str = option("\n", "prompt text, or FILE:path to read it from a file")
     num_samples: int = option(1, "samples to draw (as one batch)", valid="[1, inf)")

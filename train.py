@@ -42,11 +42,12 @@ import nanograd as ng
 from gpt import data as gdata
 from gpt.checkpoint import FILENAME, load_checkpoint, save_checkpoint
 from gpt.cli import EXPECTED, run_main
-from gpt.config import ConfigError, option, parse
+from gpt.config import DEFAULT_OUT_DIR, ConfigError, option, parse
 from gpt.generate import inference_mode
 from gpt.hf import build, read_pretrained
 from gpt.interp import emergence_metrics
 from gpt.model import GPT, GPTConfig
+from gpt.safetensors import atomic_write
 from gpt.sft import SFTDataset
 from gpt.tasks import TASKS, FiniteTask, Task, make_task
 from gpt.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer_json
@@ -58,7 +59,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confi
 @dataclasses.dataclass
 class TrainConfig:
     # I/O
-    out_dir: str = option("out", "directory for ckpt.safetensors, metrics.jsonl and the token files")
+    out_dir: str = option(DEFAULT_OUT_DIR, "directory for ckpt.safetensors, metrics.jsonl and the token files")
     init_from: str = option("scratch", "'scratch', 'resume' (continue the checkpoint in out_dir), or a "
                                        "checkpoint or GPT-2 directory to fine-tune")
     eval_interval: int = option(250, "evaluate train/val loss every this many iterations", valid="[1, inf)")
@@ -139,7 +140,7 @@ class TrainConfig:
 
 
 def main(argv):
-    if not any(a.endswith(".toml") or a in ("-h", "--help") for a in argv):
+    if not any(a.endswith(".toml") for a in argv):  # --help shows the values this config sets
         argv = [DEFAULT_CONFIG] + argv
     cfg = parse(TrainConfig, argv, "train.py")
     ng.backend.check_device(cfg.device)
@@ -187,6 +188,7 @@ class Trainer:
         if isinstance(self.data, Task) and self.data.vocab_size != self.model.config.vocab_size:
             raise ConfigError(f"--dataset={cfg.dataset} with these options has {self.data.vocab_size} tokens but the "
                               f"model holds {self.model.config.vocab_size}: resume with the run's own options (e.g. --p)")
+        self._start_metrics()
 
     def _resumed_data(self):
         """The data of the run being resumed: its SFT file, its task (rebuilt from the seed) or its token files."""
@@ -346,6 +348,17 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad()
         return total, lr
+
+    def _start_metrics(self):
+        """A new run starts an empty metrics.jsonl; a resumed one keeps the rows up to its checkpoint
+        (later ones were logged after the last save, and the resumed run logs them again)."""
+        path = os.path.join(self.cfg.out_dir, "metrics.jsonl")
+        kept = []
+        if self.cfg.init_from == "resume" and os.path.exists(path):
+            with open(path) as fh:
+                kept = [line for line in fh if line.endswith("\n") and json.loads(line)["iter"] <= self.iter_num]
+        with atomic_write(path) as fh:
+            fh.write("".join(kept).encode())
 
     def log_metrics(self, row):
         if not self.world.is_main:

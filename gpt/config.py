@@ -32,6 +32,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 
+# The run folder every script uses by default: the one `python train.py` with no arguments writes
+# (configs/shakespeare_char_cpu.toml's out_dir), so `python train.py && python sample.py` works.
+DEFAULT_OUT_DIR = "out-shakespeare-char-cpu"
+
+
 class ConfigError(ValueError):
     """A bad configuration key or value; the message says which and what to do."""
 
@@ -72,11 +77,11 @@ class Interval:
 
 def parse(config_cls, argv, prog):
     """Build a `config_cls` from argv (TOML paths and --key=value); exits 0 after --help."""
-    if "-h" in argv or "--help" in argv:
-        print(usage(config_cls, prog))
-        sys.exit(0)
+    asks_help = "-h" in argv or "--help" in argv
     values = {}
     for arg in argv:
+        if arg in ("-h", "--help"):
+            continue
         if arg.startswith("--"):
             key, sep, raw = arg[2:].partition("=")
             if not sep:
@@ -84,6 +89,9 @@ def parse(config_cls, argv, prog):
             values[key] = raw
         else:
             values.update(_read_toml(arg))
+    if asks_help:
+        print(usage(config_cls, prog, values))
+        sys.exit(0)
     return build(config_cls, values)
 
 
@@ -101,12 +109,17 @@ def build(config_cls, values):
     return config_cls(**converted)
 
 
-def usage(config_cls, prog):
-    lines = [f"usage: python {prog} [config.toml ...] [--key=value ...]", "", "keys (default: meaning):"]
+def usage(config_cls, prog, values=None):
+    """The --help text: every key with the value a run given `values` (from TOML files and
+    --key=value) would use, what it means, and its valid values."""
+    values = values or {}
+    lines = [f"usage: python {prog} [config.toml ...] [--key=value ...]", "",
+             "keys (value this run would use: meaning):"]
     for f in dataclasses.fields(config_cls):
+        value = _convert(f.name, values[f.name], f) if f.name in values else f.default
         valid = f.metadata.get("valid")
         allowed = f"; in {valid}" if isinstance(valid, Interval) else f"; one of {', '.join(valid)}" if valid else ""
-        lines.append(f"  --{f.name}={f.default!r:<12} {f.metadata.get('help', '')}{allowed}")
+        lines.append(f"  --{f.name}={value!r:<12} {f.metadata.get('help', '')}{allowed}")
     return "\n".join(lines)
 
 

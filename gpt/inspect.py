@@ -1,19 +1,22 @@
 """Look inside a trained GPT from the command line: attention maps, logit lens, ablation, induction,
 the Fourier view of a modular-arithmetic model, and any run's metrics over training.
 
-    python -m gpt.inspect attention  --out_dir=out --prompt="ROMEO: Is it so?" [--image=attn.png]
-    python -m gpt.inspect logit-lens --out_dir=out --prompt="ROMEO: Is it so?" --top_k=3
-    python -m gpt.inspect ablate     --out_dir=out --mode=mean [--image=ablate.png]
-    python -m gpt.inspect induction  --out_dir=out [--image=induction.png]
+    python -m gpt.inspect attention  --prompt="ROMEO: Is it so?" [--image=attn.png]
+    python -m gpt.inspect logit-lens --prompt="ROMEO: Is it so?" --top_k=3
+    python -m gpt.inspect ablate     --mode=mean [--image=ablate.png]
+    python -m gpt.inspect induction  [--image=induction.png]
     python -m gpt.inspect circuit    --out_dir=out-induction [--image=circuit.png]   # writes circuit.json
     python -m gpt.inspect fourier    --out_dir=out-grokking [--image=fourier.png]
-    python -m gpt.inspect plot-metrics --out_dir=out     # every logged metric vs iteration
+    python -m gpt.inspect plot-metrics                  # every logged metric vs iteration
     python -m gpt.inspect plot-metrics --out_dir=out-grokking,out-grokking-wd0   # runs side by side
     python -m gpt.inspect induction  --init_from=path/to/gpt2   # a Hugging Face GPT-2 directory
 
-Each command prints a text view; `--image` also draws a PNG with matplotlib (the optional
-`plot` extra), which plot-metrics always needs. The analyses live in gpt/interp.py and
-gpt/fourier.py; this file only loads models and data and formats what comes back.
+The run inspected is --out_dir (default: the folder `python train.py` writes). Each command
+prints a text view; `--image` also draws a PNG with matplotlib (the optional `plot` extra),
+which plot-metrics always needs. A bare file name goes into the run folder (attn.png ->
+out_dir/attn.png; the first run folder for plot-metrics); a path with a folder in it is used
+as written. The analyses live in gpt/interp.py and gpt/fourier.py; this file only loads
+models and data and formats what comes back.
 
 Left out: interactive views, activation patching between two prompts (see interp.py).
 """
@@ -29,7 +32,8 @@ from gpt.generate import inference_mode
 from gpt import fourier as gfourier
 from gpt import interp
 from gpt.cli import run_main
-from gpt.config import ConfigError, option, parse
+from gpt.config import DEFAULT_OUT_DIR, ConfigError, option, parse
+from gpt.extras import require
 from nanograd import backend
 
 COMMANDS = ("attention", "logit-lens", "ablate", "induction", "circuit", "fourier", "plot-metrics")
@@ -38,8 +42,8 @@ MAX_TEXT_TOKENS = 40  # the text attention view shows at most this many (the las
 
 @dataclasses.dataclass
 class InspectConfig:
-    out_dir: str = option("out", "run directory with ckpt.safetensors, token files and metrics.jsonl "
-                                 "(plot-metrics: several, comma-separated, drawn together)")
+    out_dir: str = option(DEFAULT_OUT_DIR, "run directory with ckpt.safetensors, token files and metrics.jsonl "
+                                           "(plot-metrics: several, comma-separated, drawn together)")
     init_from: str = option("", "a Hugging Face GPT-2 directory to inspect instead of out_dir's checkpoint")
     prompt: str = option("ROMEO:\nIs it so? Then ROMEO:\nIs it", "text for attention and logit-lens")
     layer: int = option(-1, "attention: the one layer to show (-1: all)", valid="[-1, inf)")
@@ -52,7 +56,8 @@ class InspectConfig:
                                 "Shakespeare with --init_from)")
     repeat_len: int = option(0, "induction: random tokens before they repeat (0: min(32, block_size / 2))",
                              valid="[0, inf)")
-    image: str = option("", "also draw a PNG here (matplotlib); plot-metrics defaults to out_dir/emergence.png")
+    image: str = option("", "also draw a PNG (matplotlib): a bare name goes into out_dir, a path is used as "
+                            "written; plot-metrics defaults to out_dir/emergence.png")
     seed: int = option(0, "seed for validation batches and random tokens", valid="[0, inf)")
     device: str = option("cpu", "'cpu' or 'cuda'", valid=("cpu", "cuda"))
 
@@ -62,6 +67,8 @@ def main(argv):
         print(f"commands: {', '.join(COMMANDS)} (see the docstring of gpt/inspect.py)")
         parse(InspectConfig, ["--help"], "-m gpt.inspect COMMAND")
     command, cfg = argv[0], parse(InspectConfig, argv[1:], f"-m gpt.inspect {argv[0]}")
+    if cfg.image and not os.path.dirname(cfg.image) and not cfg.init_from:
+        cfg.image = os.path.join(cfg.out_dir.split(",")[0], cfg.image)  # a bare name: the PNG belongs with its run
     if command not in COMMANDS:
         raise ConfigError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)}")
     if command == "plot-metrics":
@@ -373,12 +380,8 @@ def layer_head_png(matrix, title, path, cmap):
 
 
 def pyplot():
-    """matplotlib.pyplot with the file-only Agg backend; a one-line error when it is not installed."""
-    try:
-        import matplotlib
-    except ModuleNotFoundError:
-        raise ValueError("drawing PNGs needs matplotlib: pip install matplotlib "
-                         "(or the 'plot' extra); the text views work without it") from None
+    """matplotlib.pyplot with the file-only Agg backend; one line naming the `plot` extra when it is missing."""
+    matplotlib = require("matplotlib", "plot", "drawing PNGs (the text views work without it)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

@@ -131,3 +131,37 @@ def test_help_lists_every_key():
     assert r.returncode == 0
     for key in train.TrainConfig.__dataclass_fields__:
         assert f"--{key}=" in r.stdout
+
+
+def test_a_new_run_starts_a_fresh_metrics_record_and_a_resumed_one_continues_it(tmp_path, text_file):
+    out = str(tmp_path / "run")
+    common = TINY + [f"--data_file={text_file}", f"--out_dir={out}", "--eval_interval=4"]
+    train.main(common + ["--max_iters=4"])
+    with open(os.path.join(out, "metrics.jsonl"), "a") as fh:  # logged after the last save, then killed
+        fh.write(json.dumps({"iter": 5, "loss": -1.0}) + "\n" + '{"iter": 6, "lo')
+    train.main(common + ["--max_iters=6", "--init_from=resume"])
+    resumed = losses(out)
+    assert sorted(resumed) == list(range(1, 7)) and resumed[5] != -1.0
+    train.main(common + ["--max_iters=2"])  # from scratch again, in the same folder
+    assert sorted(losses(out)) == [1, 2]
+
+
+def test_every_script_defaults_to_the_folder_train_writes(tmp_path):
+    from gpt.config import DEFAULT_OUT_DIR
+    assert train.parse(train.TrainConfig, [train.DEFAULT_CONFIG], "train.py").out_dir == DEFAULT_OUT_DIR
+    shown = run_script("train.py", "--help").stdout  # the values a run with no arguments uses
+    assert f"--out_dir='{DEFAULT_OUT_DIR}'" in shown and "--log_interval=50 " in shown
+    for script in ("sample.py", "eval.py"):
+        assert f"'{DEFAULT_OUT_DIR}'" in run_script(script, "--help").stdout
+    missing = run_script("sample.py", f"--out_dir={tmp_path / 'none'}")
+    assert "python train.py" in missing.stderr
+
+
+def test_sample_piped_into_head_ends_quietly(tmp_path, text_file):
+    out = str(tmp_path / "run")
+    train.main(TINY + [f"--data_file={text_file}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2"])
+    sample = subprocess.list2cmdline([sys.executable, os.path.join(ROOT, "sample.py"), f"--out_dir={out}",
+                                      "--max_new_tokens=2000"])
+    r = subprocess.run(f"{sample} | head -n 1", shell=True, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 1
+    assert r.stderr == "", r.stderr
