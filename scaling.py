@@ -37,6 +37,7 @@ import numpy as np
 import train
 from gpt.cli import run_main
 from gpt.config import ConfigError, option, parse
+from gpt.extras import require
 from gpt.tasks import read_evaluations
 from gpt.tasks.addition import sequence_length
 
@@ -195,8 +196,8 @@ def write_results(results_dir, name, result, table, plots):
     for filename, draw in plots:
         try:
             draw(os.path.join(results_dir, filename))
-        except ModuleNotFoundError:
-            print(f"(no {filename}: pip install matplotlib for the plot)", file=sys.stderr)
+        except ModuleNotFoundError as e:
+            print(f"no {filename}: {e}", file=sys.stderr)
 
 
 def markdown_table(runs, result):
@@ -213,7 +214,7 @@ def markdown_table(runs, result):
 
 def plot(runs, result, path):
     """Val loss against N on log-log axes with the fitted curve; loss against compute beside it."""
-    import matplotlib
+    matplotlib = require("matplotlib", "plot", "drawing scaling.py's plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     n = np.array([r["params"] for r in runs], dtype=float)
@@ -301,7 +302,7 @@ def exact_by_seed(record):
 def plot_emergence(records, k, path):
     """Exact match (with per_digit^k and the product of positions over it), per-digit accuracy and
     answer loss, each against N on a log axis."""
-    import matplotlib
+    matplotlib = require("matplotlib", "plot", "drawing scaling.py's plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     n = [r["n_params"] for r in records]
@@ -333,7 +334,7 @@ def plot_emergence(records, k, path):
 
 def plot_training(record, k, path):
     """One model's exact match, per-digit accuracy and per_digit^k against training iterations."""
-    import matplotlib
+    matplotlib = require("matplotlib", "plot", "drawing scaling.py's plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     it = [row["iter"] for row in record["curve"]]

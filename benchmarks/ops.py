@@ -71,18 +71,15 @@ def main():
         os.environ[name] = str(args.threads)
 
     import numpy as np
-    try:
-        import torch
-    except ImportError:
-        print("PyTorch is not installed (pip install torch): nothing to compare against.")
-        return 0
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from gpt.extras import require
+    torch = require("torch", "bench", "benchmarks/ops.py")
     torch.set_num_threads(args.threads)
     try:
         from threadpoolctl import threadpool_limits
         threadpool_limits(args.threads)
     except ImportError:
         pass  # the environment variables above already did it
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import nanograd as ng
     ng.parallel.set_num_threads(args.threads)  # our elementwise kernels: as many threads as torch's
     ng.backend.keep_freed_memory()  # as the first backward() does

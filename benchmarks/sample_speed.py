@@ -36,7 +36,9 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from gpt.extras import require  # noqa: E402
+
+torch = require("torch", "bench", "benchmarks/sample_speed.py")
 
 torch.set_num_threads(ARGS.threads)
 try:

