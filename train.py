@@ -352,6 +352,8 @@ class Trainer:
     def _start_metrics(self):
         """A new run starts an empty metrics.jsonl; a resumed one keeps the rows up to its checkpoint
         (later ones were logged after the last save, and the resumed run logs them again)."""
+        if not self.world.is_main:
+            return
         path = os.path.join(self.cfg.out_dir, "metrics.jsonl")
         kept = []
         if self.cfg.init_from == "resume" and os.path.exists(path):
