@@ -4,6 +4,7 @@
     python benchmarks/train_speed.py --config char6 --steps 5 --rounds 3
     python benchmarks/train_speed.py --config gpt2s --profile   # cProfile of our step
     python benchmarks/train_speed.py --device cuda        # CuPy against torch CUDA
+    python benchmarks/train_speed.py --config char6 --loops-only  # a plain loop against train.py's
 
 Both models get the same config, the same initial weights (ours built with a fixed seed,
 copied into torch), the same random token batches, float32, dropout 0, AdamW (two groups,
@@ -45,6 +46,7 @@ def parse_args(argv):
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     ap.add_argument("--no-loops", action="store_true", help="skip the plain loop against train.py's loop")
+    ap.add_argument("--loops-only", action="store_true", help="only the plain loop against train.py's loop")
     ap.add_argument("--profile", action="store_true", help="cProfile our training step instead of comparing")
     ap.add_argument("--child", choices=["ours", "torch", "plain", "trainpy"], help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -272,6 +274,10 @@ def main():
         print("numpy BLAS:", [(i["internal_api"], i["num_threads"]) for i in threadpool_info()])
     except ImportError:
         pass
+    if ARGS.loops_only:
+        for name in names:
+            plain_vs_trainpy(name, ARGS.steps or CONFIGS[name]["steps"])
+        return
     rows = [compare(name) for name in names]
     print("\nconfig   ours tok/s  torch tok/s  ours/torch  plain/train.py  peak RSS ours  torch  ratio   (best rounds)")
     for r in rows:
