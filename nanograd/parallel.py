@@ -323,19 +323,22 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
     global _last_call
     first = arrays[0]
     n = first.shape[0] if first.ndim else 1
-    threads = 1 if _cores_shared() else get_num_threads()
+    threads = get_num_threads()
     if blocks is None:
         blocks = threads * -(-first.nbytes // (threads * BLOCK_BYTES)) if first.nbytes >= MIN_SPLIT_BYTES else 1
     blocks = min(n, blocks)
     if threads <= 1 or blocks <= 1 or not isinstance(first, np.ndarray):
         return [kernel(*arrays, **shared)]
-    if not _busy.acquire(blocking=False):  # a kernel calling map_blocks, or another thread's call: run here
-        return [kernel(*arrays, **shared)]
+    cuts = [None if a is None else [b * len(a) // blocks for b in range(blocks + 1)] for a in arrays]
+    run = lambda part: [kernel(*(a if c is None else a[c[b]:c[b + 1]] for a, c in zip(arrays, cuts)), **shared)
+                        for b in part]
+    # Shared cores, a kernel calling map_blocks, or another thread's call: the same blocks, one after
+    # another in this thread. The blocks never depend on who runs them, so neither do the numbers
+    # (a matmul's rounding depends on its shape, and partial sums on where the rows were cut).
+    if _cores_shared() or not _busy.acquire(blocking=False):
+        return run(range(blocks))
     try:
         threads = min(threads, blocks)
-        cuts = [None if a is None else [b * len(a) // blocks for b in range(blocks + 1)] for a in arrays]
-        run = lambda part: [kernel(*(a if c is None else a[c[b]:c[b + 1]] for a, c in zip(arrays, cuts)), **shared)
-                            for b in part]
         parts = [range(j * blocks // threads, (j + 1) * blocks // threads) for j in range(threads)]
         workers = _start_workers(threads - 1)[:threads - 1]
         _heat_up()
