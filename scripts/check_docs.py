@@ -1,7 +1,7 @@
 """Run the documentation: every ```bash and ```python block of README.md and docs/, in order, on a fresh copy.
 
     python scripts/check_docs.py              # the blocks CI runs (tests/test_docs.py runs the same)
-    python scripts/check_docs.py --all        # every block, the long runs too, in a fresh venv: an hour
+    python scripts/check_docs.py --all        # every block, the long runs too, in a fresh venv
     python scripts/check_docs.py --all --from=README.md:120    # start at a block (the earlier ones' files must exist)
 
 The conventions (README.md's "How the docs are checked" says the same for writers):
