@@ -323,6 +323,7 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
     global _last_call
     first = arrays[0]
     n = first.shape[0] if first.ndim else 1
+    shared_cores = _cores_shared()  # measured on every call: it also holds OpenBLAS at one thread
     threads = get_num_threads()
     if blocks is None:
         blocks = threads * -(-first.nbytes // (threads * BLOCK_BYTES)) if first.nbytes >= MIN_SPLIT_BYTES else 1
@@ -335,7 +336,7 @@ def map_blocks(kernel, *arrays, blocks=None, **shared):
     # Shared cores, a kernel calling map_blocks, or another thread's call: the same blocks, one after
     # another in this thread. The blocks never depend on who runs them, so neither do the numbers
     # (a matmul's rounding depends on its shape, and partial sums on where the rows were cut).
-    if _cores_shared() or not _busy.acquire(blocking=False):
+    if shared_cores or not _busy.acquire(blocking=False):
         return run(range(blocks))
     try:
         threads = min(threads, blocks)
