@@ -144,7 +144,8 @@ def main(argv):
         argv = [DEFAULT_CONFIG] + argv
     cfg = parse(TrainConfig, argv, "train.py")
     ng.backend.check_device(cfg.device)
-    world = distributed.init(cfg.device, cfg.gradient_accumulation_steps)  # one process unless under mpiexec
+    world = distributed.init(cfg.device, cfg.gradient_accumulation_steps,  # one process unless under mpiexec
+                             checkpoint=os.path.join(cfg.out_dir, FILENAME))
     os.makedirs(cfg.out_dir, exist_ok=True)
     with world.fail_together(EXPECTED):
         Trainer(cfg, world).run()

@@ -20,18 +20,24 @@ Faults. A rank that raises ends the whole job: `fail_together` prints one line n
 rank and leaves with os._exit, and the launcher (MPICH's mpiexec, Open MPI's mpirun) kills
 the others, which are waiting in a collective. An error every rank raises together
 (`on_every_rank`: a non-finite loss, weights that drifted apart) is printed once, by rank 0.
-For launchers that do not clean up (`mpiexec -disable-auto-cleanup`, `srun` without
---kill-on-bad-exit) a watchdog thread ends a rank whose collective has waited more than
-TIMEOUT seconds, with one line. Only rank 0 prints to stdout; the others' stdout is discarded.
+A rank killed by a signal (kill -9, the out-of-memory killer) can say nothing, and MPICH's
+mpiexec SIGKILLs every other rank within milliseconds, so none of them can either: a small
+witness process beside each rank (`_start_witness`) prints the one line naming it. For
+launchers that leave the others running (`mpiexec -disable-auto-cleanup` after a rank's
+error exit, `srun` without --kill-on-bad-exit) a watchdog thread ends a rank whose collective
+has waited more than TIMEOUT seconds, with one line. Only rank 0 prints to stdout; the
+others' stdout is discarded.
 
 Left out: elastic membership (a lost rank is not replaced), model or pipeline parallelism,
 sharded optimizer states (ZeRO), overlapping communication with the backward pass.
 """
+import atexit
 import contextlib
 import hashlib
 import math
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -48,6 +54,20 @@ LONG_TIMEOUT = 600.0  # for the wait while rank 0 writes a checkpoint
 _RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 MPI_HINT = "pip install -e '.[mpi]' (or: pip install mpi4py mpich)"
+# The witness of one rank (see _start_witness), run as `python -c _WITNESS PARENT LINE CHECKPOINT`:
+# it waits until its parent rank has gone, then prints LINE (and that CHECKPOINT is intact).
+_WITNESS = """\
+import os, signal, sys, time
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+    signal.signal(sig, signal.SIG_IGN)  # what the launcher forwards to the ranks is for them
+parent, line, checkpoint = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+while os.getppid() == parent:
+    time.sleep(0.05)
+if checkpoint and os.path.exists(checkpoint):
+    line += f" The last checkpoint, {checkpoint}, is intact."
+os.write(2, (line + "\\n").encode())
+"""
+_witness = None  # this rank's witness (a subprocess.Popen) while the rank runs
 
 
 class LaunchError(ValueError):
@@ -79,18 +99,20 @@ def _launched_rank():
     return next(int(os.environ[v]) for v in _RANK_VARS if os.environ.get(v, "").isdigit())
 
 
-def init(device="cpu", micro_batches=1):
+def init(device="cpu", micro_batches=1, checkpoint=None):
     """The World of this process: size 1 without a launcher, else MPI's COMM_WORLD.
 
     Checks, with one line each naming the fix: mpi4py missing, `micro_batches` (the global
     gradient_accumulation_steps) not divisible by the world size, more ranks on a machine
     than it has GPUs. Rank 0 prints the line and every rank exits with status 2.
     Under MPI it also gives each rank its share of the machine's cores and, for
-    device='cuda', its own GPU (the local rank) and an NCCL communicator.
+    device='cuda', its own GPU (the local rank) and an NCCL communicator, and starts the
+    rank's witness, whose line names `checkpoint` (the file rank 0 saves to) if it exists.
     """
     size = launched_size()
     if size == 1:
         return World()
+    _start_witness(_launched_rank(), checkpoint)
     try:
         from mpi4py import MPI
     except ImportError:
@@ -127,6 +149,7 @@ def _fail_launch(rank, comm, message):
     as one process exits with an error: with MPI running a barrier orders that; without it (no
     mpi4py) the other ranks wait for the launcher to end them once rank 0 has left.
     """
+    _dismiss_witness()
     if rank == 0:
         print(f"error: {message}", file=sys.stderr, flush=True)
     if comm is not None:
@@ -134,6 +157,42 @@ def _fail_launch(rank, comm, message):
     elif rank != 0:
         time.sleep(30)
     os._exit(2)
+
+
+def _start_witness(rank, checkpoint):
+    """Start this rank's witness: a small process that prints one line if the rank dies unheard.
+
+    A rank killed by a signal cannot speak, and MPICH's mpiexec answers its death by sending
+    SIGKILL to the process group of every other rank within milliseconds (measured: 0-4 ms;
+    the survivors get no SIGTERM first), so none of them can speak either. The witness
+    (_WITNESS) outlives its rank, and three facts make its line the only one:
+      - it holds copies of the rank's stdout, stderr and (MPICH) PMI connection, the pipes
+        through which MPICH's launcher sees a death, so the launcher learns of it only when
+        the witness has spoken and exited (or when another rank's output wakes it, and then
+        it kills the others' process groups but not the dead rank's: measured, see
+        docs/distributed.md);
+      - it stays in the rank's process group, so the witnesses of the ranks the launcher
+        kills die with them, unheard;
+      - a rank that leaves on purpose (an error it printed, or the end of training)
+        dismisses its witness first (_dismiss_witness).
+    It starts before MPI does, so no MPI state is copied into it.
+    """
+    global _witness
+    if os.name != "posix":  # it relies on POSIX process groups
+        return
+    line = (f"error: rank {rank} ({socket.gethostname()}) died without a word (killed by a signal: kill -9, "
+            "the out-of-memory killer?); the job stops.")
+    pmi = [int(fd) for fd in [os.environ.get("PMI_FD", "")] if fd.isdigit()]
+    _witness = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WITNESS, str(os.getpid()), line, checkpoint or ""],
+                                stdin=subprocess.DEVNULL, pass_fds=pmi)
+    atexit.register(_dismiss_witness)
+
+
+def _dismiss_witness():
+    """This rank leaves on purpose (having said why, if it failed): end its witness, unheard."""
+    if _witness is not None:
+        _witness.kill()
+        _witness.wait()
 
 
 def _share_cores(local_size):
@@ -289,6 +348,7 @@ class World:
     @staticmethod
     def _leave(line, status):
         """Print `line` (if any) on stderr, flush everything, and end this process now."""
+        _dismiss_witness()
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             if line:
