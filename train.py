@@ -102,6 +102,8 @@ class TrainConfig:
     dropout: float = option(0.0, "dropout probability (0 for small data or pre-training at scale)", valid="[0, 1)")
     bias: bool = option(True, "biases in Linear and LayerNorm layers, as GPT-2")
     attn_only: bool = option(False, "attention-only blocks, no MLPs (Olsson et al.'s toy transformers)")
+    tie_embeddings: bool = option(True, "the output layer is the token embedding (GPT-2); false: its own matrix")
+    embedding_init_std: float = option(0.02, "init std of the token and position embeddings", valid="(0, inf)")
     # optimisation
     batch_size: int = option(12, "sequences per micro-batch", valid="[1, inf)")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", valid="[1, inf)")
@@ -172,7 +174,9 @@ class Trainer:
             self.tokenizer, self.data = self._prepare_data()
             self._build(GPT(GPTConfig(block_size=cfg.block_size, vocab_size=self.tokenizer.vocab_size,
                                       n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                                      dropout=cfg.dropout, bias=cfg.bias, attn_only=cfg.attn_only)))
+                                      dropout=cfg.dropout, bias=cfg.bias, attn_only=cfg.attn_only,
+                                      tie_embeddings=cfg.tie_embeddings,
+                                      embedding_init_std=cfg.embedding_init_std)))
         else:  # fine-tune a checkpoint or GPT-2 directory
             config, state, self.tokenizer = read_pretrained(cfg.init_from)
             model = build(dataclasses.replace(config, dropout=cfg.dropout), state, cfg.init_from)

@@ -115,7 +115,8 @@ def _json_field(meta, key):
         raise ValueError(f"{key} is not valid JSON ({type(e).__name__}: {e})") from None
 
 
-ADDED_CONFIG_FIELDS = {"attn_only": False}  # GPTConfig fields that older checkpoints lack, with their value then
+# GPTConfig fields that older checkpoints lack, with their value then
+ADDED_CONFIG_FIELDS = {"attn_only": False, "tie_embeddings": True, "embedding_init_std": 0.02}
 
 
 def _model_config(d):
@@ -169,6 +170,8 @@ def parameter_shapes(config):
         linear(f"{block}.mlp.c_fc", e, 4 * e)
         linear(f"{block}.mlp.c_proj", 4 * e, e)
     layer_norm("transformer.ln_f")
+    if not config.tie_embeddings:
+        shapes["unembed.weight"] = (config.vocab_size, e)
     return shapes
 
 

@@ -237,6 +237,9 @@ def save(model, tokenizer, directory):
         raise HFError("cannot export a model with bias=False: GPT-2 always has biases")
     if c.attn_only:
         raise HFError("cannot export an attention-only model (attn_only=True): every GPT-2 block has an MLP")
+    if not c.tie_embeddings:
+        raise HFError("cannot export a model with its own output layer (tie_embeddings=False): "
+                      "GPT-2's output layer is its token embedding")
     if tokenizer.vocab_size > c.vocab_size:
         raise HFError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's {c.vocab_size}")
     os.makedirs(directory, exist_ok=True)

@@ -8,7 +8,10 @@ A decoder-only transformer: token plus learned position embeddings, `n_layer` pr
 blocks (causal self-attention, then a GELU MLP, each inside a residual connection), a final
 LayerNorm, and an output layer that reuses the token embedding matrix (weight tying).
 `attn_only=True` drops the MLPs: the attention-only transformers in which Elhage et al.
-(2021) and Olsson et al. (2022) read induction heads off the weights.
+(2021) and Olsson et al. (2022) read induction heads off the weights. `tie_embeddings=False`
+gives the output layer its own matrix (`unembed`, TransformerLens's W_U) and
+`embedding_init_std` sets the embeddings' initial scale: the two settings under which an
+induction head forms in configs/induction.toml (docs/emergence/induction.md says why).
 Parameter names match GPT-2's checkpoints one to one (hf.py converts the weights).
 
 For decoding, `KVCache` keeps every layer's keys and values so that each new token costs
@@ -65,6 +68,8 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
     attn_only: bool = False  # drop the MLP blocks (Olsson et al.'s attention-only transformers)
+    tie_embeddings: bool = True  # the output layer is the token embedding (GPT-2); False: its own matrix
+    embedding_init_std: float = 0.02  # init std of wte and wpe (GPT-2: 0.02; nn.Embedding's default: 1)
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -75,6 +80,8 @@ class GPTConfig:
                              "choose n_embd a multiple of n_head (each head gets n_embd // n_head dims)")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if not 0 < self.embedding_init_std < math.inf:
+            raise ValueError(f"embedding_init_std={self.embedding_init_std} must be a positive number")
 
 
 class KVCache:
@@ -243,18 +250,24 @@ class GPT(nn.Module):
         self.transformer.drop = nn.Dropout(config.dropout)
         self.transformer.h = nn.ModuleList(Block(config, i, self.hook_points) for i in range(config.n_layer))
         self.transformer.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        if not config.tie_embeddings:
+            self.unembed = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # W_U (V, C)
         self._init_weights()
 
     def _init_weights(self):
         """GPT-2's init: N(0, 0.02) matrices and embeddings, zero biases, LayerNorm scale 1.
 
         The residual projections (c_proj) get std 0.02 / sqrt(2 n_layer), so the residual
-        stream's variance does not grow with depth. Draws come from nanograd's generator.
+        stream's variance does not grow with depth; the embeddings wte and wpe get
+        config.embedding_init_std. Draws come from nanograd's generator.
         """
         rng = backend.rng()
+        c = self.config
         for name, p in self.named_parameters():
             if p.ndim == 2:
-                std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj.weight") else 0.02
+                std = (0.02 / math.sqrt(2 * c.n_layer) if name.endswith("c_proj.weight")
+                       else c.embedding_init_std if name in ("transformer.wte.weight", "transformer.wpe.weight")
+                       else 0.02)
                 p.data = rng.standard_normal(p.shape, dtype=np.float32) * np.float32(std)
             elif name.endswith("bias"):
                 p.data = np.zeros(p.shape, dtype=np.float32)
@@ -292,8 +305,12 @@ class GPT(nn.Module):
         return self.hook("ln_f", t.ln_f(x))
 
     def lm_head(self, x):
-        """Logits (..., vocab_size) of hidden states x (..., C), tied to the token embedding."""
-        return F.linear(x, self.transformer.wte.weight)  # x @ wte^T
+        """Logits (..., vocab_size) of hidden states x (..., C): x @ wte^T (tied) or x @ W_U^T."""
+        return F.linear(x, self.unembedding())
+
+    def unembedding(self):
+        """The output layer's matrix (vocab_size, C): the token embedding unless config.tie_embeddings is off."""
+        return self.transformer.wte.weight if self.config.tie_embeddings else self.unembed.weight
 
     def hook_names(self):
         """Every hook point's name, in the order a forward pass reaches them (see the module docstring)."""
@@ -345,7 +362,7 @@ class GPT(nn.Module):
     def num_params(self, non_embedding=True):
         """Number of parameters; by default without the position embeddings, as nanoGPT.
 
-        The token embedding stays counted: it is also the output layer.
+        The token embedding stays counted: it is also the output layer (when tied).
         """
         n = sum(p.size for p in self.parameters())
         return n - self.transformer.wpe.weight.size if non_embedding else n

@@ -217,7 +217,8 @@ def test_resume_needs_the_training_state(tmp_path):
         load_checkpoint(path, resume=True)
 
 
-@pytest.mark.parametrize("options", [dict(bias=True), dict(bias=False), dict(attn_only=True)])
+@pytest.mark.parametrize("options", [dict(bias=True), dict(bias=False), dict(attn_only=True),
+                                     dict(tie_embeddings=False)])
 def test_parameter_shapes_are_the_models(options):
     model = tiny_model(**options)
     assert parameter_shapes(model.config) == {name: p.shape for name, p in model.named_parameters()}

@@ -186,3 +186,43 @@ def test_attn_only_gradcheck_float64():
     for p in model.parameters():
         p.data = np.random.default_rng(p.size).standard_normal(p.shape) * 0.5
     assert ng.gradcheck(lambda *ps: model(idx, targets)[1], *model.parameters())
+
+
+# ---- an output layer of its own, and the embeddings' init scale --------------------------
+def test_untied_output_layer_is_its_own_matrix_and_round_trips(tmp_path):
+    from gpt import hf
+    from gpt.checkpoint import load_model, parameter_shapes, save_checkpoint
+    from gpt.tokenizer import BPETokenizer, CharTokenizer
+    model = tiny_model(tie_embeddings=False)
+    assert model.unembedding() is model.unembed.weight and model.unembed.weight is not model.transformer.wte.weight
+    assert list(parameter_shapes(model.config)) == [n for n, _ in model.named_parameters()]
+    idx = random_ids(2, 6)
+    with ng.no_grad():
+        logits, h = model(idx)[0].numpy(), model.hidden_states(idx).numpy()
+    np.testing.assert_allclose(logits, h @ model.unembed.weight.data.T, rtol=1e-5, atol=1e-6)
+    model.unembed.weight.data = model.unembed.weight.data * 0  # the logits come from unembed alone
+    assert np.all(model(idx)[0].numpy() == 0)
+    save_checkpoint(str(tmp_path / "ckpt.safetensors"), model, CharTokenizer.train("abcdefghijk"))
+    loaded, _, _ = load_model(str(tmp_path))
+    assert not loaded.config.tie_embeddings and np.all(loaded.unembed.weight.data == 0)
+    tok = BPETokenizer.train("the quick brown fox " * 20, 260)
+    with pytest.raises(hf.HFError, match="its own output layer"):
+        hf.save(tiny_model(tie_embeddings=False, vocab_size=tok.vocab_size), tok, str(tmp_path / "gpt2"))
+
+
+def test_untied_gradcheck_float64():
+    model = tiny_model(tie_embeddings=False, attn_only=True).astype(np.float64)
+    idx, targets = random_ids(2, 5), random_ids(2, 5, seed=1)
+    for p in model.parameters():
+        p.data = np.random.default_rng(p.size).standard_normal(p.shape) * 0.5
+    assert ng.gradcheck(lambda *ps: model(idx, targets)[1], *model.parameters())
+
+
+def test_embedding_init_std_scales_the_embeddings_only():
+    from gpt.model import GPT
+    wide = GPT(GPTConfig(vocab_size=512, block_size=256, n_layer=1, n_head=2, n_embd=64, embedding_init_std=1.0))
+    for name in ("wte", "wpe"):
+        assert abs(getattr(wide.transformer, name).weight.data.std() - 1.0) < 0.02
+    assert abs(wide.transformer.h[0].attn.c_attn.weight.data.std() - 0.02) < 0.001
+    with pytest.raises(ValueError, match="embedding_init_std=0"):
+        GPTConfig(embedding_init_std=0)
