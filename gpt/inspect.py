@@ -212,6 +212,8 @@ def circuit(cfg, model, tokenizer):
         f"{k:+d}: {best_head(m)}" for k, m in sorted({**shifted, 0: ind}.items())))
     for (l, h), (l0, h0) in found["k_composition_partners"]:
         print(f"induction head {l}.{h} reads most from head {l0}.{h0} ({role([l0, h0]) or 'not a previous-token head'})")
+    print("mean norm of each piece of the residual stream: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in found["stream_norms"].items()))
     path = os.path.join(cfg.out_dir, "circuit.json")
     if not cfg.init_from:
         with open(path, "w") as fh:

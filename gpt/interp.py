@@ -4,6 +4,7 @@ Everything here is built on the model's hook points (gpt/model.py lists their na
 
     scores = induction_scores(model)               # (n_layer, n_head), in [0, 1]
     circuit = find_circuit(model)                  # previous-token and induction heads, ablation, K-composition
+    norms = stream_norms(model, ids)               # how large each piece of the residual stream is
     rows = logit_lens(model, ids, k=5)             # top-k next tokens read after each layer
     base, delta = head_ablation(model, batches)    # (n_layer, n_head) change in loss
     emergence_metrics(model)                       # what train.py --track_emergence logs
@@ -124,6 +125,26 @@ def emergence_metrics(model, seed=0, repeat_len=None, batch_size=8):
             "icl_loss_drop": first - second, "first_repeat_loss": first}
 
 
+def stream_norms(model, ids):
+    """{piece: mean norm over ids' positions} of each piece the residual stream is a sum of.
+
+    The pieces: "token" (wte[x_t]), "position" (wpe[t]) and every sublayer's output
+    ("blocks.{i}.attn_out", and "blocks.{i}.mlp_out" unless attn_only). A head reads
+    LayerNorm(the sum so far), so a piece far smaller than the others reaches it faintly:
+    why GPT-2's 0.02-scale embeddings leave layer 1 reading layer 0's outputs instead of the
+    token itself (docs/emergence/induction.md). ids: integer array (B, T).
+    """
+    t = model.transformer
+    wte, wpe = (backend.to_device(w.weight.data, "cpu") for w in (t.wte, t.wpe))
+    norms = {"token": float(np.linalg.norm(wte[ids], axis=-1).mean()),
+             "position": float(np.linalg.norm(wpe[:ids.shape[1]], axis=-1).mean())}
+    names = [n for n in model.hook_names() if n.endswith(("attn_out", "mlp_out"))]
+    with inference_mode(model):
+        _, cache = model.run_with_cache(ids, names)
+    norms.update({n: float(np.linalg.norm(backend.to_device(cache[n], "cpu"), axis=-1).mean()) for n in names})
+    return norms
+
+
 # ---- the induction circuit ------------------------------------------------------------
 MIN_HEAD_SCORE = 0.1  # a head below this is never called a previous-token or induction head
 SHIFTS = (-1, 1, 2, 3)  # find_circuit also measures attention this many tokens after the induction target
@@ -223,7 +244,8 @@ def find_circuit(model, repeat_len=None, batch_size=8, seed=0):
                   in-context loss drop lost, mean ablation}, "icl_loss_drop": without ablation,
      "k_composition": (H, H) layer-1 heads x layer-0 heads,
      "k_composition_partners": [[induction head, the layer-0 head its keys read most], ...],
-     "shifted_induction_scores": {shift: (n_layer, n_head) attention to t - L + 1 + shift}}.
+     "shifted_induction_scores": {shift: (n_layer, n_head) attention to t - L + 1 + shift},
+     "stream_norms": stream_norms on the probe}.
     Previous-token heads are looked for below the last layer, induction heads above the first.
     """
     if model.config.n_layer < 2:
@@ -248,6 +270,7 @@ def find_circuit(model, repeat_len=None, batch_size=8, seed=0):
             "ablation_mode": "mean", "icl_loss_drop": round(drop, 4),
             "k_composition": np.round(kc, 4).tolist(), "k_composition_partners": partners,
             "shifted_induction_scores": {str(k): np.round(v, 4).tolist() for k, v in shifts.items()},
+            "stream_norms": {k: round(v, 4) for k, v in stream_norms(model, ids).items()},
             "repeat_len": L, "batch_size": batch_size, "seed": seed}
 
 

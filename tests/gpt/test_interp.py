@@ -175,6 +175,22 @@ def test_planted_circuit_is_found_ablated_and_composed():
     assert all(circuit["shifted_induction_scores"][k][1][0] < 0.1 for k in ("-1", "1", "2", "3"))  # right on target
 
 
+def test_stream_norms_measure_each_piece_of_the_residual_stream():
+    model, V, T = induction_model(), 48, 16
+    ids = interp.repeated_random_tokens(V, 8, 4, np.random.default_rng(0))
+    norms = interp.stream_norms(model, ids)
+    assert list(norms) == ["token", "position", "blocks.0.attn_out", "blocks.0.mlp_out",
+                           "blocks.1.attn_out", "blocks.1.mlp_out"]
+    assert norms["token"] == pytest.approx(np.sqrt(1 - 1 / V)) and norms["position"] == pytest.approx(np.sqrt(1 - 1 / T))
+    assert norms["blocks.0.mlp_out"] == norms["blocks.1.mlp_out"] == 0  # the MLPs are zero
+    assert norms["blocks.0.attn_out"] > 1 and norms["blocks.1.attn_out"] > 1  # LayerNorm scales the codes up
+    model.transformer.h[0].attn.c_proj.weight.data *= 3
+    assert interp.stream_norms(model, ids)["blocks.0.attn_out"] == pytest.approx(3 * norms["blocks.0.attn_out"], rel=1e-5)
+    assert list(interp.stream_norms(tiny_model(attn_only=True), random_ids(2, 5))) == [
+        "token", "position", "blocks.0.attn_out", "blocks.1.attn_out"]
+    assert "stream_norms" in interp.find_circuit(induction_model(), repeat_len=8)
+
+
 def test_k_composition_reads_only_what_the_keys_see():
     model = induction_model()
     c = model.config.n_embd
