@@ -15,7 +15,8 @@ tokenizer_config.json that lets AutoTokenizer pick GPT-2's tokenizer class.
 Weights. Our parameter names are GPT-2's (`transformer.h.0.attn.c_attn.weight`, ...), so the
 conversion is small: HF's GPT-2 stores its four matmul weights as Conv1D, (in, out), where
 our Linear is (out, in), so those are transposed; `lm_head.weight` is dropped because it is
-tied to `transformer.wte.weight`; the attention-mask buffers older checkpoints save
+tied to `transformer.wte.weight`, unless config.json says `tie_word_embeddings: false`: then
+it is our `unembed.weight` (GPTConfig.tie_embeddings=False); the attention-mask buffers older checkpoints save
 (`attn.bias`, `attn.masked_bias`) are dropped. GPT2Model saves names without the
 `transformer.` prefix and GPT2LMHeadModel with it; both are accepted.
 
@@ -25,7 +26,7 @@ naming the file and the key or tensor. Everything is read and checked before a m
 built, and the model's load_state_dict is all-or-nothing, so nothing half-loaded is returned.
 
 Left out: sharded checkpoints (model.safetensors.index.json), pytorch_model.bin (pickle),
-untied output layers, GPT-2 variants with other attention scalings; our single `dropout`
+GPT-2 variants with other attention scalings; our single `dropout`
 takes GPT-2's resid_pdrop (there is no attention dropout here).
 """
 import json
@@ -43,6 +44,7 @@ from .tokenizer.gpt2 import parse_merge, parse_vocab
 
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 HF_DROPPED = ("lm_head.weight", ".attn.bias", ".attn.masked_bias")  # tied output layer, mask buffers
+HF_UNEMBED, UNEMBED = "lm_head.weight", "unembed.weight"  # an untied output layer: HF's name, ours
 PREFIX = "transformer."
 CONFIG, WEIGHTS, TOKENIZER_CONFIG = "config.json", "model.safetensors", "tokenizer_config.json"
 VOCAB, MERGES, TOKENIZER_JSON = "vocab.json", "merges.txt", "tokenizer.json"
@@ -68,7 +70,8 @@ def state_dict_from_hf(tensors):
 
 def state_dict_to_hf(state):
     """HF GPT2LMHeadModel tensors {name: array} from our state dict: Conv1D weights back to (in, out)."""
-    return {name: _transposed(name, np.asarray(array)) for name, array in state.items()}
+    return {HF_UNEMBED if name == UNEMBED else name: _transposed(name, np.asarray(array))
+            for name, array in state.items()}
 
 
 def _transposed(name, array):
@@ -92,7 +95,7 @@ def read(directory):
     if tokenizer.vocab_size > config.vocab_size:
         raise HFError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but {CONFIG} says "
                       f"vocab_size={config.vocab_size}")
-    return config, read_weights(os.path.join(directory, WEIGHTS)), tokenizer
+    return config, read_weights(os.path.join(directory, WEIGHTS), config.tie_embeddings), tokenizer
 
 
 def build(config, state, source):
@@ -125,18 +128,23 @@ def read_config(path):
         raise HFError(f"{path}: resid_pdrop is {dropout!r:.80}, expected a number")
     expected = {"activation_function": TANH_GELUS, "layer_norm_epsilon": (1e-5,), "scale_attn_weights": (True,),
                 "scale_attn_by_inverse_layer_idx": (False,), "add_cross_attention": (False,),
-                "tie_word_embeddings": (True,), "n_inner": (None, 4 * d.get("n_embd", 0))}
+                "tie_word_embeddings": (True, False), "n_inner": (None, 4 * d.get("n_embd", 0))}
     for key, allowed in expected.items():
         if d.get(key, allowed[0]) not in allowed:
             raise HFError(f"{path}: {key}={d[key]!r:.80} is not supported (expected {' or '.join(map(repr, allowed))})")
     try:
-        return GPTConfig(**{ours: d[theirs] for ours, theirs in sizes.items()}, dropout=dropout)
+        return GPTConfig(**{ours: d[theirs] for ours, theirs in sizes.items()}, dropout=dropout,
+                         tie_embeddings=d.get("tie_word_embeddings", True))
     except ValueError as e:
         raise HFError(f"{path}: {e}") from None
 
 
-def read_weights(path):
-    """{our name: float array} from model.safetensors: names mapped, Conv1D weights transposed."""
+def read_weights(path, tied=True):
+    """{our name: float array} from model.safetensors: names mapped, Conv1D weights transposed.
+
+    tied: config.json's tie_word_embeddings. A tied file's lm_head.weight, if saved, must equal
+    the token embedding; an untied file's is the output layer, our unembed.weight.
+    """
     if not os.path.exists(path):
         raise HFError(f"{path} is missing (pytorch_model.bin is pickle, which this loader does not read; "
                       "convert it to safetensors first)")
@@ -146,11 +154,16 @@ def read_weights(path):
             continue
         if array.dtype.kind != "f":
             raise HFError(f"{path}: tensor {name!r} has dtype {array.dtype}, expected floating point")
-    if "lm_head.weight" in tensors:
+    if not tied:
+        if HF_UNEMBED not in tensors or tensors[HF_UNEMBED].dtype.kind != "f":
+            raise HFError(f"{path}: config.json says tie_word_embeddings=false but there is no floating-point "
+                          f"tensor {HF_UNEMBED!r} (the output layer)")
+        return {**state_dict_from_hf(tensors), UNEMBED: np.asarray(tensors[HF_UNEMBED])}
+    if HF_UNEMBED in tensors:
         wte = tensors.get("transformer.wte.weight", tensors.get("wte.weight"))
-        if wte is None or not np.array_equal(tensors["lm_head.weight"], wte):
-            raise HFError(f"{path}: tensor 'lm_head.weight' differs from the token embedding; "
-                          "untied output layers are not supported")
+        if wte is None or not np.array_equal(tensors[HF_UNEMBED], wte):
+            raise HFError(f"{path}: tensor {HF_UNEMBED!r} differs from the token embedding but config.json "
+                          "says tie_word_embeddings=true; set it to false if the output layer is its own")
     return state_dict_from_hf(tensors)
 
 
@@ -237,9 +250,6 @@ def save(model, tokenizer, directory):
         raise HFError("cannot export a model with bias=False: GPT-2 always has biases")
     if c.attn_only:
         raise HFError("cannot export an attention-only model (attn_only=True): every GPT-2 block has an MLP")
-    if not c.tie_embeddings:
-        raise HFError("cannot export a model with its own output layer (tie_embeddings=False): "
-                      "GPT-2's output layer is its token embedding")
     if tokenizer.vocab_size > c.vocab_size:
         raise HFError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's {c.vocab_size}")
     os.makedirs(directory, exist_ok=True)
@@ -249,7 +259,8 @@ def save(model, tokenizer, directory):
               "n_positions": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head,
               "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
               "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": 0.0,
-              "initializer_range": 0.02, "tie_word_embeddings": True, "bos_token_id": eot, "eos_token_id": eot}
+              "initializer_range": 0.02, "tie_word_embeddings": c.tie_embeddings,
+              "bos_token_id": eot, "eos_token_id": eot}
     specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT} if eot is not None else {}
     tokenizer_config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": c.block_size,
                         "add_prefix_space": False, **specials}

@@ -158,6 +158,25 @@ def test_export_round_trips(trained, bpe, tmp_path):
     assert tok.encode(TEXT) == bpe.encode(TEXT)
 
 
+def test_untied_output_layer_exports_and_loads_both_ways(bpe, transformers, tmp_path):
+    import torch
+    ng.manual_seed(3)
+    ours = GPT(GPTConfig(block_size=N_POSITIONS, vocab_size=bpe.vocab_size, n_layer=2, n_head=2, n_embd=32,
+                         tie_embeddings=False))
+    ids = np.array([bpe.encode(TEXT[:60])])
+    hf.save(ours, bpe, str(tmp_path))
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path)).eval()
+    assert not torch.equal(theirs.lm_head.weight, theirs.transformer.wte.weight)
+    np.testing.assert_allclose(hf_logits(theirs, ids), ours(ids)[0].numpy(), atol=1e-4, rtol=0)
+    back, _ = hf.load(str(tmp_path))
+    assert not back.config.tie_embeddings
+    assert np.array_equal(back.unembed.weight.data, ours.unembed.weight.data)
+    theirs.save_pretrained(str(tmp_path / "again"))  # and what transformers writes loads here
+    bpe.save_gpt2(str(tmp_path / "again"))
+    again, _ = hf.load(str(tmp_path / "again"))
+    np.testing.assert_allclose(again(ids)[0].numpy(), ours(ids)[0].numpy(), atol=1e-4, rtol=0)
+
+
 def test_export_refuses_a_char_tokenizer(trained, tmp_path):
     with pytest.raises(hf.HFError, match="CharTokenizer"):
         hf.save(trained[0], CharTokenizer.train(TEXT), str(tmp_path))
@@ -212,6 +231,7 @@ BAD = {
                                             if k != C}, f"{d}/model.safetensors"), C),
     "untied head": (lambda d: edit_tensors(f"{d}/model.safetensors",
                                            **{"lm_head.weight": np.ones((300, 32), np.float32)}), "lm_head.weight"),
+    "untied, no head": (lambda d: edit_json(f"{d}/config.json", tie_word_embeddings=False), "lm_head.weight"),
     "truncated": (lambda d: os.truncate(f"{d}/model.safetensors", 1000), "truncated"),
     "absurd header": (lambda d: rewrite_header(f"{d}/model.safetensors", 2**62), "over the"),
     "absurd tensor": (lambda d: claim_huge_tensor(f"{d}/model.safetensors"), C),
