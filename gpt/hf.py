@@ -16,9 +16,9 @@ Weights. Our parameter names are GPT-2's (`transformer.h.0.attn.c_attn.weight`, 
 conversion is small: HF's GPT-2 stores its four matmul weights as Conv1D, (in, out), where
 our Linear is (out, in), so those are transposed; `lm_head.weight` is dropped because it is
 tied to `transformer.wte.weight`, unless config.json says `tie_word_embeddings: false`: then
-it is our `unembed.weight` (GPTConfig.tie_embeddings=False); the attention-mask buffers older checkpoints save
-(`attn.bias`, `attn.masked_bias`) are dropped. GPT2Model saves names without the
-`transformer.` prefix and GPT2LMHeadModel with it; both are accepted.
+it is our `unembed.weight` (GPTConfig.tie_embeddings=False). The attention-mask buffers
+older checkpoints save (`attn.bias`, `attn.masked_bias`) are dropped. GPT2Model saves names
+without the `transformer.` prefix and GPT2LMHeadModel with it; both are accepted.
 
 Bad input (a missing file, another architecture, a tensor of the wrong name, shape or dtype,
 a corrupt safetensors header) raises a one-line HFError (or SafetensorsError, TokenizerError)
@@ -43,8 +43,8 @@ from .tokenizer import PATTERNS, BPETokenizer, TokenizerError
 from .tokenizer.gpt2 import parse_merge, parse_vocab
 
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-HF_DROPPED = ("lm_head.weight", ".attn.bias", ".attn.masked_bias")  # tied output layer, mask buffers
-HF_UNEMBED, UNEMBED = "lm_head.weight", "unembed.weight"  # an untied output layer: HF's name, ours
+HF_UNEMBED, UNEMBED = "lm_head.weight", "unembed.weight"  # the output layer: HF's name, ours (when untied)
+HF_DROPPED = (HF_UNEMBED, ".attn.bias", ".attn.masked_bias")  # a tied output layer, mask buffers
 PREFIX = "transformer."
 CONFIG, WEIGHTS, TOKENIZER_CONFIG = "config.json", "model.safetensors", "tokenizer_config.json"
 VOCAB, MERGES, TOKENIZER_JSON = "vocab.json", "merges.txt", "tokenizer.json"
