@@ -109,18 +109,38 @@ def build(config_cls, values):
     return config_cls(**converted)
 
 
+HELP_COLUMN = 32  # --help: where the meaning column starts
+
+
 def usage(config_cls, prog, values=None):
     """The --help text: every key with the value a run given `values` (from TOML files and
-    --key=value) would use, what it means, and its valid values."""
+    --key=value) would use, what it means, and its valid values, in two aligned columns.
+
+    A choice list is added only when the help text does not already name every choice, so
+    each choice is listed once. A `--key=value` wider than HELP_COLUMN puts its meaning on
+    the next line, so one long default does not push every other line out of alignment.
+    """
     values = values or {}
     lines = [f"usage: python {prog} [config.toml ...] [--key=value ...]", "",
              "keys (value this run would use: meaning):"]
     for f in dataclasses.fields(config_cls):
         value = _convert(f.name, values[f.name], f) if f.name in values else f.default
-        valid = f.metadata.get("valid")
-        allowed = f"; in {valid}" if isinstance(valid, Interval) else f"; one of {', '.join(valid)}" if valid else ""
-        lines.append(f"  --{f.name}={value!r:<12} {f.metadata.get('help', '')}{allowed}")
+        key = f"  --{f.name}={value!r}"
+        meaning = f.metadata.get("help", "") + _allowed(f.metadata.get("help", ""), f.metadata.get("valid"))
+        if len(key) < HELP_COLUMN:
+            lines.append(f"{key:<{HELP_COLUMN}}{meaning}")
+        else:
+            lines += [key, " " * HELP_COLUMN + meaning]
     return "\n".join(lines)
+
+
+def _allowed(help, valid):
+    """'; in [1, inf)' or '; one of a, b' for --help, or '' when there is nothing new to say."""
+    if isinstance(valid, Interval):
+        return f"; in {valid}"
+    if valid and not all(choice in help for choice in valid):
+        return f"; one of {', '.join(valid)}"
+    return ""
 
 
 def _read_toml(path):

@@ -36,7 +36,15 @@ from gpt.config import DEFAULT_OUT_DIR, ConfigError, option, parse
 from gpt.extras import require
 from nanograd import backend
 
-COMMANDS = ("attention", "logit-lens", "ablate", "induction", "circuit", "fourier", "plot-metrics")
+COMMANDS = {  # name -> what it shows, for --help
+    "attention": "each head's attention pattern over --prompt (text; --image draws the heat maps)",
+    "logit-lens": "the top --top_k next-token guesses after every layer, at the last --positions positions",
+    "ablate": "the validation loss with each head zeroed or mean-ablated (--mode)",
+    "induction": "every head's induction and previous-token score on repeated random tokens",
+    "circuit": "the induction circuit: its heads, their ablation and K-composition (writes circuit.json)",
+    "fourier": "the key frequencies of a modular-arithmetic model's embedding (grokking runs)",
+    "plot-metrics": "every logged metric of one or more runs against the iteration (a PNG)",
+}
 MAX_TEXT_TOKENS = 40  # the text attention view shows at most this many (the last) tokens
 
 
@@ -64,7 +72,8 @@ class InspectConfig:
 
 def main(argv):
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"commands: {', '.join(COMMANDS)} (see the docstring of gpt/inspect.py)")
+        width = max(map(len, COMMANDS)) + 2
+        print("commands:\n" + "\n".join(f"  {name:<{width}}{what}" for name, what in COMMANDS.items()) + "\n")
         parse(InspectConfig, ["--help"], "-m gpt.inspect COMMAND")
     command, cfg = argv[0], parse(InspectConfig, argv[1:], f"-m gpt.inspect {argv[0]}")
     if cfg.image and not os.path.dirname(cfg.image) and not cfg.init_from:

@@ -130,9 +130,22 @@ def test_a_toml_value_is_checked_like_a_command_line_one(tmp_path, capsys):
     expect_one_line_exit_2(train.main, [str(config)], capsys, "batch_size=0 is out of range")
 
 
-def test_help_shows_each_range():
+def test_help_shows_each_range_and_each_choice_once():
     text = usage(sample.SampleConfig, "sample.py")
-    assert "; in [0, 1]" in text and "; one of true, false, never" in text
+    assert "; in [0, 1]" in text
+    line = next(line for line in text.splitlines() if line.startswith("  --early_stopping="))
+    meaning = line[32:]  # after the aligned --key=value column
+    assert all(meaning.count(f"'{choice}'") + meaning.count(f" {choice},") == 1
+               for choice in ("true", "false", "never")), line
+
+
+def test_help_aligns_the_meanings_in_one_column():
+    lines = usage(train.TrainConfig, "train.py").splitlines()[3:]
+    for line in lines:
+        key = line.split()[0]
+        assert line.startswith(("  --", " " * 32)), line
+        if line.startswith("  --") and len(key) + 2 < 32:  # a wider key has its meaning on the next line
+            assert line[:32].rstrip() == "  " + key and line[32] != " ", line
 
 
 @pytest.mark.parametrize("script,option,message", [
