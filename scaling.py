@@ -37,7 +37,7 @@ import numpy as np
 import train
 from gpt.cli import run_main
 from gpt.config import ConfigError, option, parse
-from gpt.extras import require
+from gpt.inspect import pyplot
 from gpt.tasks import read_evaluations
 from gpt.tasks.addition import sequence_length
 
@@ -214,9 +214,7 @@ def markdown_table(runs, result):
 
 def plot(runs, result, path):
     """Val loss against N on log-log axes with the fitted curve; loss against compute beside it."""
-    matplotlib = require("matplotlib", "plot", "drawing scaling.py's plots")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     n = np.array([r["params"] for r in runs], dtype=float)
     loss = np.array([r["val_loss"] for r in runs])
     f = result["fit"]
@@ -227,9 +225,18 @@ def plot(runs, result, path):
                 label=f"{f['a']:.3g} N^-{f['alpha']:.3f} + {f['c']:.3f}")
     left.set_xlabel("non-embedding parameters N")
     left.set_ylabel("val loss (nats/token)")
+    left.set_title("val loss against model size, with the fitted power law", fontsize=9)
     left.legend()
-    right.loglog([r["flops"] for r in runs], loss, "o-")
+    right.loglog([r["flops"] for r in runs], loss, "o-", label="one model each (N given beside it)")
+    for r, y in zip(runs, loss):
+        right.annotate(f"N={r['params']:,}", (r["flops"], y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     right.set_xlabel("training compute C = 6ND (FLOPs)")
+    right.set_ylabel("val loss (nats/token)")
+    right.set_title("val loss against the compute spent training", fontsize=9)
+    right.legend()
+    for ax in (left, right):  # loss ticks as plain numbers (2.3), not powers of ten (2.3 x 10^0)
+        ax.yaxis.set_major_formatter("{x:.2f}")
+        ax.yaxis.set_minor_formatter("{x:.2f}")
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     print(f"wrote {path}")
@@ -302,9 +309,7 @@ def exact_by_seed(record):
 def plot_emergence(records, k, path):
     """Exact match (with per_digit^k and the product of positions over it), per-digit accuracy and
     answer loss, each against N on a log axis."""
-    matplotlib = require("matplotlib", "plot", "drawing scaling.py's plots")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     n = [r["n_params"] for r in records]
     fig, (exact, digit, loss) = plt.subplots(1, 3, figsize=(13, 4))
     exact.plot(n, [r["exact_match"] for r in records], "o-", label="exact match")
@@ -334,9 +339,7 @@ def plot_emergence(records, k, path):
 
 def plot_training(record, k, path):
     """One model's exact match, per-digit accuracy and per_digit^k against training iterations."""
-    matplotlib = require("matplotlib", "plot", "drawing scaling.py's plots")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     it = [row["iter"] for row in record["curve"]]
     digit = np.array([row["per_digit_accuracy"] for row in record["curve"]])
     fig, ax = plt.subplots(figsize=(6, 4))

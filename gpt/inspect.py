@@ -128,19 +128,29 @@ def attention(cfg, model, tokenizer):
     if len(ids) > MAX_TEXT_TOKENS:
         print(f"(text view: the last {MAX_TEXT_TOKENS} of {len(ids)} tokens; the PNG shows all)")
     if cfg.image:
-        plt = pyplot()
-        labels = [interp.token_label(tokenizer, t, 8) for t in ids]
-        H = model.config.n_head
-        fig, axes = plt.subplots(len(patterns), H, figsize=(2.2 * H + 1, 2.2 * len(patterns) + 1), squeeze=False)
-        for row, (layer, p) in enumerate(zip(layers, patterns)):
-            for h in range(H):
-                ax = axes[row][h]
-                ax.imshow(p[h], cmap="viridis", vmin=0, vmax=1)
-                ax.set_title(f"{layer}.{h}", fontsize=8)
-                ticks = range(len(labels)) if len(labels) <= 64 else []  # unreadable beyond
-                ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=5)
-                ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=5)
-        save(fig, cfg.image)
+        attention_png([interp.token_label(tokenizer, t, 8) for t in ids], layers, patterns, cfg.image)
+
+
+def attention_png(labels, layers, patterns, path):
+    """A grid of heat maps, one per layer (rows) and head (columns): query position (rows of each
+    map) against key position (columns), the weight on a shared 0-1 colour scale."""
+    plt = pyplot()
+    H = patterns[0].shape[0]
+    fig, axes = plt.subplots(len(patterns), H, figsize=(2.4 * H + 1.5, 2.4 * len(patterns) + 1.2), squeeze=False)
+    ticks = range(len(labels)) if len(labels) <= 64 else []  # unreadable beyond
+    for row, (layer, p) in enumerate(zip(layers, patterns)):
+        for h in range(H):
+            ax = axes[row][h]
+            image = ax.imshow(p[h], cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"layer {layer}, head {h}", fontsize=8)
+            ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=5)
+            ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=5)
+        axes[row][0].set_ylabel("query (attending token)", fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("key (attended-to token)", fontsize=7)
+    fig.suptitle(f"attention patterns over {len(labels)} tokens (each row sums to 1)", fontsize=10)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
+    save(fig, path, tight=False)
 
 
 # ---- logit lens -------------------------------------------------------------------------
@@ -168,7 +178,8 @@ def ablate(cfg, model, tokenizer):
           f"increase when one head is {cfg.mode}-ablated:")
     print(layer_head_text(delta, float(delta.max())))
     if cfg.image:
-        layer_head_png(delta, f"loss increase, {cfg.mode}-ablating one head (base {base:.3f})", cfg.image, "RdBu_r")
+        layer_head_png(delta, f"loss increase when one head is {cfg.mode}-ablated\n(base loss {base:.3f})",
+                       cfg.image, "RdBu_r", "loss increase (nats/token)")
 
 
 def validation_data(cfg, tokenizer, block_size):
@@ -193,7 +204,8 @@ def induction(cfg, model, tokenizer):
     print(f"loss on the first repeat {first:.3f}, on the second {second:.3f}: "
           f"in-context loss drop {first - second:.3f}")
     if cfg.image:
-        layer_head_png(scores, "induction score", cfg.image, "viridis")
+        layer_head_png(scores, "induction score of each head", cfg.image, "viridis",
+                       "attention to the token after the earlier copy (0-1)", vmax=1.0)
 
 
 def circuit(cfg, model, tokenizer):
@@ -312,6 +324,21 @@ def read_metrics(out_dir):
         return [r for r in map(json.loads, fh) if "val_loss" in r]
 
 
+# What each kind of metric is measured in: (name test, axis label, fixed y range or None).
+METRIC_AXES = [
+    (lambda c: c.endswith("loss"), "cross-entropy (nats/token)", None),
+    (lambda c: c.endswith("_acc"), "accuracy (fraction correct)", (-0.02, 1.02)),
+    (lambda c: "score" in c, "score (0-1)", (-0.02, 1.02)),
+    (lambda c: c.endswith("drop"), "loss drop (nats/token)", None),
+    (lambda c: c.endswith("norm"), "L2 norm of all weights", None),
+]
+
+
+def metric_axis(column):
+    """(axis label, y range or None) for a logged metric, by its name."""
+    return next(((label, ylim) for test, label, ylim in METRIC_AXES if test(column)), (column, None))
+
+
 def metric_panels(runs):
     """[(title, [column, ...]), ...]: the numeric columns the runs logged at evaluations, grouped
     into one panel of losses, one of accuracies, and one for each other metric."""
@@ -325,33 +352,60 @@ def metric_panels(runs):
     return [(title, cols) for title, cols in panels if cols]
 
 
+def norm_ratios(runs):
+    """{column: [(iter, first run's value / second run's)]} for each *norm column two runs logged.
+
+    Both runs' weight norms may rise while one rises less: the ratio shows what weight decay does."""
+    if len(runs) != 2:
+        return {}
+    (_, a), (_, b) = runs.items()
+    ratios = {}
+    for column in {k for r in a for k in r if k.endswith("norm")}:
+        theirs = {r["iter"]: r[column] for r in b if column in r}
+        pairs = [(r["iter"], r[column] / theirs[r["iter"]]) for r in a if column in r and theirs.get(r["iter"])]
+        if pairs:
+            ratios[column] = pairs
+    return ratios
+
+
 def plot_metrics(cfg):
     """Every metric the runs in --out_dir (comma-separated) logged at evaluations, against iteration."""
     runs = {out_dir: read_metrics(out_dir) for out_dir in cfg.out_dir.split(",")}
-    panels = metric_panels(runs)
+    panels, ratios = metric_panels(runs), norm_ratios(runs)
     for out_dir, rows in runs.items():
         columns = [c for _, cols in panels for c in cols]
         print(f"{out_dir}:")
         print(interp.table_text(["iter"] + columns, [[r["iter"]] + [f"{r[c]:.4f}" if c in r else "" for c in columns]
                                                      for r in rows]))
+    names = [os.path.basename(out_dir.rstrip("/")) for out_dir in runs]
     plt = pyplot()
-    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(6.5, 2.2 * len(panels) + 0.6), squeeze=False)
-    styles = ["-", "--", ":", "-."]
+    n = len(panels) + len(ratios)
+    fig, axes = plt.subplots(n, 1, sharex=True, figsize=(6.5, 2.3 * n + 0.9), squeeze=False)
+    colors, styles = plt.rcParams["axes.prop_cycle"].by_key()["color"], ["-", "--", ":", "-."]
     for ax, (title, columns) in zip(axes[:, 0], panels):
-        for color, (out_dir, rows) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs.items()):
+        for color, name, rows in zip(colors, names, runs.values()):
             for style, column in zip(styles * len(columns), sorted(columns, key=lambda c: not c.startswith("val"))):
                 tracked = [r for r in rows if column in r]
                 if tracked:
-                    label = column if len(runs) == 1 else f"{os.path.basename(out_dir.rstrip('/'))}: {column}"
                     ax.plot([r["iter"] for r in tracked], [r[column] for r in tracked], style, color=color,
-                            label=label)
-        for color, out_dir in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs):
+                            label=column if len(runs) == 1 else f"{name}: {column}")
+        for color, out_dir in zip(colors, runs):
             change = phase_change_iter(out_dir)
             if change is not None:
                 ax.axvline(change, color=color, lw=0.8, ls=":", label="phase change" if ax is axes[0, 0] else None)
-        ax.set_ylabel(title)
+        label, ylim = metric_axis(columns[0])
+        ax.set_title(title.replace("_", " "), fontsize=9)
+        ax.set_ylabel(label, fontsize=8)
+        if ylim:
+            ax.set_ylim(*ylim)
         ax.legend(fontsize=7)
-    axes[-1, 0].set_xlabel("iteration")
+    for ax, (column, pairs) in zip(axes[len(panels):, 0], ratios.items()):
+        ax.plot([i for i, _ in pairs], [r for _, r in pairs], color="black")
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{column.replace('_', ' ')}: {names[0]} / {names[1]}", fontsize=9)
+        ax.set_ylabel("ratio", fontsize=8)
+    axes[-1, 0].set_xlabel("iteration (optimizer steps)")
+    fig.suptitle(f"{' vs '.join(names)}: metrics logged at each evaluation", fontsize=10)
     save(fig, cfg.image or os.path.join(cfg.out_dir.split(",")[0], "emergence.png"))
 
 
@@ -374,19 +428,26 @@ def layer_head_text(matrix, vmax):
     return text + "\n" + shades
 
 
-def layer_head_png(matrix, title, path, cmap):
-    """A layer (rows) x head (columns) heatmap with the values written in the cells."""
+def layer_head_png(matrix, title, path, cmap, label, vmax=None):
+    """A layer (rows) x head (columns) heatmap with the values written in the cells, in black or
+    white, whichever reads better on the cell's colour; `label` names the colour bar's quantity,
+    `vmax` the top of its scale (default: the largest magnitude in `matrix`)."""
     plt = pyplot()
     L, H = matrix.shape
-    fig, ax = plt.subplots(figsize=(0.6 * H + 2, 0.5 * L + 1.5))
-    vmax = float(np.abs(matrix).max()) or 1.0
-    image = ax.imshow(matrix, cmap=cmap, vmin=-vmax if cmap == "RdBu_r" else 0, vmax=vmax)
+    fig, ax = plt.subplots(figsize=(0.7 * H + 2.5, 0.55 * L + 1.6))
+    vmax = vmax or float(np.abs(matrix).max()) or 1.0  # default: the largest magnitude
+    vmin = -vmax if cmap == "RdBu_r" else 0
+    image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
     for (i, j), v in np.ndenumerate(matrix):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
+        r, g, b, _ = image.cmap(image.norm(v))
+        ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"  # luma of the cell
+        ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=6, color=ink)
+    ax.set_xticks(range(H))
+    ax.set_yticks(range(L))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=9)
-    fig.colorbar(image)
+    fig.colorbar(image, label=label)
     save(fig, path)
 
 
@@ -398,8 +459,9 @@ def pyplot():
     return plt
 
 
-def save(fig, path):
-    fig.tight_layout()
+def save(fig, path, tight=True):
+    if tight:  # a colour bar shared by a grid of axes places itself; tight_layout would fight it
+        fig.tight_layout()
     fig.savefig(path, dpi=150)
     print(f"wrote {path}")
 
