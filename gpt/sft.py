@@ -48,11 +48,8 @@ class SFTDataset:
     def __init__(self, path, tokenizer, val_fraction=0.1):
         self.path = path
         self.eos = end_token(tokenizer)
-        examples = [self._encode(tokenizer, n, line) for n, line in _lines(path)]
-        n_val = max(1, int(len(examples) * val_fraction))
-        if len(examples) < n_val + 1:
-            raise DataError(f"{path} has {len(examples)} example(s); need at least 2 (train and val)")
-        self.splits = {"train": examples[:-n_val], "val": examples[-n_val:]}
+        self.splits = split_train_val([self._encode(tokenizer, n, line) for n, line in jsonl_lines(path)],
+                                      val_fraction, path)
 
     def _encode(self, tokenizer, n, line):
         """(ids, prompt length, line number) of one JSONL line."""
@@ -105,7 +102,15 @@ class SFTDataset:
         return seq[:-1], targets
 
 
-def _lines(path):
+def split_train_val(examples, val_fraction, path):
+    """{"train": all but the last val_fraction of `examples` (at least one), "val": those last ones}."""
+    n_val = max(1, int(len(examples) * val_fraction))
+    if len(examples) < n_val + 1:
+        raise DataError(f"{path} has {len(examples)} example(s); need at least 2 (train and val)")
+    return {"train": examples[:-n_val], "val": examples[-n_val:]}
+
+
+def jsonl_lines(path):
     """(line number, text) of each non-blank line of a UTF-8 file."""
     try:
         with open(path, encoding="utf-8") as f:

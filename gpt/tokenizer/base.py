@@ -118,6 +118,13 @@ class Tokenizer:
         self._bytes_of = list(token_bytes) + [by_id[i] for i in range(n, n + len(by_id))]
         self.vocab_size = len(self._bytes_of)
 
+    def with_special_tokens(self, names):
+        """A copy of this tokenizer with each of `names` not yet special appended as a special
+        token, taking the ids after every existing one (so existing ids keep their meaning)."""
+        new = [s for s in dict.fromkeys(names) if s not in self.special_tokens]
+        specials = {**self.special_tokens, **{s: self.vocab_size + k for k, s in enumerate(new)}}
+        return load_tokenizer_dict({**self.to_dict(), "special_tokens": specials}, type(self).__name__)
+
     @property
     def eot_token(self):
         """The id of <|endoftext|>, or None when this tokenizer has no such token."""

@@ -3,7 +3,11 @@
 The vocabulary is the sorted set of characters, so "\\n" and " " come first; this is the
 tokenizer of char-level Shakespeare. It is saved as the vocabulary string itself.
 
-Left out: special tokens, an "unknown" token (a character outside the vocabulary raises).
+Special tokens (e.g. the chat format's "<|user|>", gpt/chat/template.py) take the ids after
+the characters, as in BPE; they are saved beside the vocabulary. Files written before
+specials existed hold "special_tokens": {} and load unchanged.
+
+Left out: an "unknown" token (a character outside the vocabulary raises).
 """
 from .base import Tokenizer, TokenizerError, check_text
 
@@ -13,13 +17,14 @@ class CharTokenizer(Tokenizer):
 
     kind = "char"
 
-    def __init__(self, chars):
-        """`chars`: the vocabulary, a sequence of distinct characters (id = position)."""
+    def __init__(self, chars, special_tokens=None):
+        """`chars`: the vocabulary, a sequence of distinct characters (id = position);
+        `special_tokens` {text: id} with ids len(chars), len(chars) + 1, ..."""
         chars = list(chars)
         check_text("".join(chars))
         if not chars or any(len(c) != 1 for c in chars) or len(set(chars)) != len(chars):
             raise TokenizerError(f"a char vocabulary needs distinct single characters, got {chars[:20]!r}")
-        super().__init__([c.encode("utf-8") for c in chars], {})
+        super().__init__([c.encode("utf-8") for c in chars], special_tokens or {})
         self.chars = chars
         self._ids = {c: i for i, c in enumerate(chars)}
 
@@ -44,8 +49,6 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, d):
-        if d.get("special_tokens") != {}:
-            raise TokenizerError("a char tokenizer has no special tokens (special_tokens must be {})")
         if not isinstance(d.get("chars"), str):
             raise TokenizerError("a char tokenizer's \"chars\" must be a string, its vocabulary")
-        return cls(d["chars"])
+        return cls(d["chars"], d.get("special_tokens"))
