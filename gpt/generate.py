@@ -215,9 +215,7 @@ class ContextWindow:
     def reorder(self, rows):
         """Let row i hold what row rows[i] held (beam search moves hypotheses between rows)."""
         if self.cache is not None:
-            n = self.cache.length
-            for kv in (self.cache.k, self.cache.v):  # (n_layer, B, H, block_size, D)
-                kv[:, :, :, :n] = kv[:, rows, :, :n]
+            self.cache.reorder(rows)
 
 
 # ---- logits processors: (B, V) logits in, new (B, V) logits out, as Hugging Face's ------------

@@ -14,6 +14,13 @@ gives the output layer its own matrix (`unembed`, TransformerLens's W_U) and
 induction head forms in configs/induction.toml (docs/emergence/induction.md says why).
 Parameter names match GPT-2's checkpoints one to one (hf.py converts the weights).
 
+Segments pack several sequences into one row: with `segments` (B, T) of ids, a token attends
+only to earlier tokens of its own segment, and its position is its index within that segment,
+so a row holding conversations A and B gives the logits of A alone and of B alone. Left
+padding is a segment of its own (generate.py's attention_mask).
+
+    logits, loss = model(idx, targets, segments=segments)   # segments: integer array (B, T)
+
 For decoding, `KVCache` keeps every layer's keys and values so that each new token costs
 one position of attention instead of a re-run over the whole context.
 
@@ -55,7 +62,7 @@ import numpy as np
 import nanograd as ng
 from nanograd import backend, nn
 from nanograd import functional as F
-from nanograd.attention import causal_mask
+from nanograd.attention import causal_mask, segment_mask
 
 
 @dataclasses.dataclass
@@ -91,6 +98,9 @@ class KVCache:
     buffer at positions [length, length + T) and attends over [0, length + T). The model
     calls `advance(T)` once all layers have written, and uses `length` as the position of
     its first new token. `reset()` empties it (generate.py does so when its window slides).
+    With segments the cache keeps each position's segment id too (B, block_size), from which
+    the model takes the masks and positions of the new tokens: a cache is filled with
+    segments at every call, or at none.
     """
 
     def __init__(self, config, batch_size, dtype=np.float32, xp=np):
@@ -99,6 +109,7 @@ class KVCache:
         self.k = xp.zeros(shape, dtype=dtype)
         self.v = xp.zeros(shape, dtype=dtype)
         self.length = 0  # positions filled, the same for every layer
+        self.segments = None  # (B, block_size) segment ids of the positions, once given
 
     def store(self, layer, k, v):
         """Write arrays k, v (B, H, T, D) after the cached positions; return all keys, values (B, H, length + T, D)."""
@@ -107,11 +118,33 @@ class KVCache:
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    def store_segments(self, segments):
+        """Write segment ids (B, T) after the cached positions; return all of them (B, length + T), or None."""
+        if self.length and (segments is None) != (self.segments is None):
+            raise ValueError("KVCache: give segments at every call or at none; the cached positions were stored "
+                             + ("with" if self.segments is not None else "without") + " them")
+        if segments is None:
+            return None
+        if self.segments is None:
+            self.segments = np.zeros((self.k.shape[1], self.k.shape[3]), dtype=np.int64)  # (B, block_size)
+        end = self.length + segments.shape[1]
+        self.segments[:, self.length:end] = segments
+        return self.segments[:, :end]
+
     def advance(self, n):
         self.length += n
 
     def reset(self):
         self.length = 0
+        self.segments = None
+
+    def reorder(self, rows):
+        """Let row i hold what row rows[i] held (beam search moves hypotheses between rows)."""
+        n = self.length
+        for kv in (self.k, self.v):  # (n_layer, B, H, block_size, D)
+            kv[:, :, :, :n] = kv[:, rows, :, :n]
+        if self.segments is not None:
+            self.segments[:, :n] = self.segments[rows, :n]
 
 
 class HookPoints:
@@ -150,17 +183,32 @@ class HookScope:
         return self.points.fns is not None and self.prefix + key in self.points.fns
 
 
-def attention_pattern(q, k):
-    """The fused op's pattern as a differentiable Tensor: softmax(Q K^T / sqrt(D) + causal mask).
+def attention_pattern(q, k, segments=None):
+    """The fused op's pattern as a differentiable Tensor: softmax(Q K^T / sqrt(D) + causal [+ segment] mask).
 
-    q (B, H, Tq, D), k (B, H, Tk, D) -> (B, H, Tq, Tk). Same arithmetic, in the same order, as
+    q (B, H, Tq, D), k (B, H, Tk, D), segments None or (B, Tk) -> (B, H, Tq, Tk). Same arithmetic, in the same order, as
     nanograd.attention.attention_pattern, so `pattern @ v` reproduces the fused output (exactly
     below 2 * attention.TILE positions; beyond, the fused op's causal tiles sum shorter rows,
     which can differ in the last bit).
     """
     xp = backend.get_array_module(q.data)
     s = (q * (1 / math.sqrt(q.shape[-1]))) @ k.transpose(0, 1, 3, 2)  # (B, H, Tq, Tk)
-    return F.softmax(s + causal_mask(xp, q.shape[-2], k.shape[-2], s.dtype), axis=-1)
+    mask = causal_mask(xp, q.shape[-2], k.shape[-2], s.dtype)  # (Tq, Tk)
+    if segments is not None:
+        mask = mask + segment_mask(segments, q.shape[-2], s.dtype)  # (B, 1, Tq, Tk)
+    return F.softmax(s + mask, axis=-1)
+
+
+def segment_positions(segments, T):
+    """The position of each of the last T tokens within its own segment: ids (B, Tk) -> (B, T).
+
+    A token's position is the number of earlier tokens in its segment, so every segment
+    counts 0, 1, 2, ... from its own first token, wherever it sits in the row.
+    """
+    Tk = segments.shape[1]
+    seen = segments[:, -T:, None] == segments[:, None, :]  # (B, T, Tk) same segment
+    seen &= np.tri(T, Tk, Tk - T, dtype=bool)  # and not in the future: j <= i + Tk - T
+    return seen.sum(axis=-1) - 1  # (B, T)
 
 
 class CausalSelfAttention(nn.Module):
@@ -175,21 +223,22 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, segments=None):
+        """x (B, T, C) -> (B, T, C). segments: None or ids (B, Tk) of every key's segment (cached keys first)."""
         B, T, C = x.shape
         H, D = self.n_head, C // self.n_head
         qkv = self.c_attn(x)  # (B, T, 3C)
         if cache is None and not (self.hook.wants("pattern") or self.hook.wants("head_out")):
             # the fast path: the same arithmetic as below, with the heads as views, never copied
-            return self.resid_dropout(self.c_proj(F.causal_self_attention(qkv, H)))  # (B, T, C)
+            return self.resid_dropout(self.c_proj(F.causal_self_attention(qkv, H, segments)))  # (B, T, C)
         qkv = qkv.reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)  # (B, T, 3C) -> (3, B, H, T, D)
         q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, H, T, D)
         if cache is not None:  # attend over the cached positions too
             k, v = (ng.Tensor(a) for a in cache.store(self.layer, k.data, v.data))  # (B, H, Tk, D)
         if self.hook.wants("pattern"):  # materialise the pattern only when asked
-            y = self.hook("pattern", attention_pattern(q, k)) @ v  # (B, H, T, Tk) @ (B, H, Tk, D)
+            y = self.hook("pattern", attention_pattern(q, k, segments)) @ v  # (B, H, T, Tk) @ (B, H, Tk, D)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, causal=True)  # (B, H, T, D)
+            y = F.scaled_dot_product_attention(q, k, v, causal=True, segments=segments)  # (B, H, T, D)
         y = self.hook("head_out", y)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # merge heads: (B, T, H, D) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
@@ -227,10 +276,10 @@ class Block(nn.Module):
             self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
             self.mlp = MLP(config, HookScope(points, prefix + "mlp."))
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, segments=None):
         h = self.hook
         x = h("resid_pre", x)  # (B, T, C)
-        x = h("resid_mid", x + h("attn_out", self.attn(h("ln_1", self.ln_1(x)), cache)))
+        x = h("resid_mid", x + h("attn_out", self.attn(h("ln_1", self.ln_1(x)), cache, segments)))
         if not hasattr(self, "mlp"):  # attention-only
             return h("resid_post", x)
         return h("resid_post", x + h("mlp_out", self.mlp(h("ln_2", self.ln_2(x)))))
@@ -272,19 +321,22 @@ class GPT(nn.Module):
             elif name.endswith("bias"):
                 p.data = np.zeros(p.shape, dtype=np.float32)
 
-    def forward(self, idx, targets=None, cache=None):
+    def forward(self, idx, targets=None, cache=None, segments=None):
         """(logits (B, T, vocab_size), mean cross-entropy loss or None).
 
         idx: integer ids (B, T), a NumPy array or Tensor. targets: ids (B, T), -1 ignored.
         cache: a KVCache (inference only, under ng.no_grad()): idx then holds the tokens
         that follow the cached ones, at positions cache.length onwards.
+        segments: None (one sequence per row), or integer ids (B, T): token i attends to token
+        j iff j <= i and both have the same id, and its position counts from its segment's
+        first token (with a cache, the cached tokens' ids, given earlier, count too).
         """
-        logits = self.lm_head(self.hidden_states(idx, cache))  # (B, T, V)
+        logits = self.lm_head(self.hidden_states(idx, cache, segments))  # (B, T, V)
         loss = None if targets is None else F.cross_entropy(logits, targets, ignore_index=-1)
         return logits, loss
 
-    def hidden_states(self, idx, cache=None):
-        """The final LayerNorm's output (B, T, C): everything but the output layer."""
+    def hidden_states(self, idx, cache=None, segments=None):
+        """The final LayerNorm's output (B, T, C): everything but the output layer (arguments as forward)."""
         idx = idx if isinstance(idx, ng.Tensor) else np.asarray(idx)
         if idx.ndim != 2:
             raise ValueError(f"idx must be an integer array (B, T), got shape {tuple(idx.shape)}")
@@ -295,11 +347,20 @@ class GPT(nn.Module):
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of length T={start + T} is longer than block_size="
                              f"{self.config.block_size}; crop the input to its last {self.config.block_size} tokens")
+        if segments is not None:
+            segments = np.asarray(segments)
+            if segments.shape != (B, T) or segments.dtype.kind not in "iu":
+                raise ValueError(f"segments must be integer ids of the shape of idx {(B, T)}, "
+                                 f"got {segments.dtype} {segments.shape}")
+        if cache is not None:
+            segments = cache.store_segments(segments)  # (B, start + T): the cached tokens' ids first
         t = self.transformer
-        pos = np.arange(start, start + T)  # (T,)
-        x = self.hook("embed", t.drop(t.wte(idx) + t.wpe(pos)))  # (B, T, C) + (T, C) -> (B, T, C)
+        pos = np.arange(start, start + T) if segments is None else segment_positions(segments, T)  # (T,) or (B, T)
+        x = self.hook("embed", t.drop(t.wte(idx) + t.wpe(pos)))  # (B, T, C) + (T or B, T, C) -> (B, T, C)
+        if segments is not None:
+            segments = backend.get_array_module(t.wte.weight.data).asarray(segments)  # to the model's device, once
         for block in t.h:
-            x = block(x, cache)  # (B, T, C)
+            x = block(x, cache, segments)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
         return self.hook("ln_f", t.ln_f(x))
@@ -320,10 +381,11 @@ class GPT(nn.Module):
             block = tuple(k for k in block if not k.startswith(("ln_2", "mlp")))
         return ["embed", *(f"blocks.{i}.{k}" for i in range(self.config.n_layer) for k in block), "ln_f"]
 
-    def run_with_hooks(self, idx, hooks, targets=None):
+    def run_with_hooks(self, idx, hooks, targets=None, segments=None):
         """(logits, loss) of one forward pass in which each hooks[name](activation) may replace it.
 
         hooks: {hook point name: fn(Tensor) -> None | Tensor or array of the same shape}.
+        segments: as forward (the attention patterns are then zero across segments).
         """
         known = set(self.hook_names())
         unknown = [name for name in hooks if name not in known]
@@ -332,21 +394,21 @@ class GPT(nn.Module):
                              f"(blocks.0 to blocks.{self.config.n_layer - 1}, e.g. 'blocks.0.attn.pattern')")
         self.hook_points.fns = dict(hooks)
         try:
-            return self(idx, targets)
+            return self(idx, targets, segments=segments)
         finally:
             self.hook_points.fns = None
 
-    def run_with_cache(self, idx, names=None):
+    def run_with_cache(self, idx, names=None, segments=None):
         """(logits, {name: array}): one forward pass that records the named activations.
 
-        names: the hook points to record (default: all of them). The arrays are the
+        names: the hook points to record (default: all of them); segments: as forward. The arrays are the
         activations' data (on the model's device), not Tensors, so they hold no graph.
         """
         cache = {}
         def recorder(name):
             return lambda x: cache.__setitem__(name, x.data)
         names = self.hook_names() if names is None else names
-        logits, _ = self.run_with_hooks(idx, {name: recorder(name) for name in names})
+        logits, _ = self.run_with_hooks(idx, {name: recorder(name) for name in names}, segments=segments)
         return logits, cache
 
     def new_cache(self, batch_size):

@@ -2,12 +2,18 @@
 
 Textbook form, per batch and head, with queries Q (Tq, D), keys K (Tk, D), values V (Tk, D):
 
-    S = Q K^T / sqrt(D)                      scores          (Tq, Tk)
-    S_ij = -inf where j > i + (Tk - Tq)      causal mask (query i sees keys up to its position)
-    P = softmax(S) along j                   attention pattern
-    O = P V                                  output          (Tq, D)
+    S = Q K^T / sqrt(D)                             scores          (Tq, Tk)
+    S_ij = -inf where j > i + (Tk - Tq)             causal mask (query i sees keys up to its position)
+    S_ij = -inf where seg[i + Tk - Tq] != seg[j]    segment mask, when segments are given
+    P = softmax(S) along j                          attention pattern
+    O = P V                                         output          (Tq, D)
 
-Backward, given dO:
+Segments pack several sequences into one row: seg (Tk,) gives each key position a sequence
+id (query i is key position i + Tk - Tq), and a query sees only keys of its own sequence, so
+no token attends across a boundary. Every query still sees itself, so no row of P is empty.
+
+Backward, given dO (the same with or without masks: P is zero where S is -inf, and the
+zeros carry through dV, dS, dQ and dK):
     dV = P^T dO
     dP = dO V^T
     dS = P * (dP - rowsum(dP * P))           softmax backward, row by row
@@ -23,7 +29,8 @@ k0:k1 (the columns the tile adds) are seen only by rows i0 onwards, so dV[k0:k1]
 dK[k0:k1] are gemms over rows i0: and nothing above. With T = 256 and TILE = 64 the op does
 10/16 of the untiled work.
 
-Left out: dropout on the pattern, arbitrary attention masks, flash attention's online
+Left out: dropout on the pattern, arbitrary attention masks (segments are the one kind; tiles
+skip only the causal zeros, not those between segments), flash attention's online
 softmax (P is kept for the backward, as the equations above use it).
 """
 import math
@@ -31,7 +38,7 @@ import math
 import numpy as np
 
 from . import backend, parallel
-from .tensor import make_result
+from .tensor import Tensor, make_result
 
 TILE = 64  # query rows per causal tile
 _mask_cache = {}
@@ -46,8 +53,19 @@ def causal_mask(xp, tq, tk, dtype):
     return _mask_cache[key]
 
 
-def attention_pattern(q, k, causal=True, out=None):
-    """P = softmax(Q K^T / sqrt(D) + mask) for arrays q (..., Tq, D), k (..., Tk, D).
+def segment_mask(segments, tq, dtype):
+    """Additive mask (B, 1, tq, Tk): 0 where query i and key j share a segment, -inf across segments.
+
+    segments (B, Tk): a sequence id per key position; the queries are the last tq positions.
+    The 1 broadcasts over the heads.
+    """
+    xp = backend.get_array_module(segments)
+    same = segments[:, None, -tq:, None] == segments[:, None, None, :]  # (B, 1, tq, Tk)
+    return xp.where(same, xp.asarray(0, dtype=dtype), xp.asarray(-np.inf, dtype=dtype))
+
+
+def attention_pattern(q, k, causal=True, segments=None, out=None):
+    """P = softmax(Q K^T / sqrt(D) + masks) for arrays q (B, H, Tq, D), k (B, H, Tk, D).
 
     The scale is applied to q (Tq x D numbers) rather than to the scores (Tq x Tk), and
     the softmax runs in place on the score array (`out`, when given): one pass per step
@@ -57,6 +75,8 @@ def attention_pattern(q, k, causal=True, out=None):
     s = xp.matmul(q * _scale(q), k.swapaxes(-1, -2), out=out)  # (..., Tq, Tk)
     if causal:
         s += causal_mask(xp, q.shape[-2], k.shape[-2], s.dtype)
+    if segments is not None:
+        s += segment_mask(segments, q.shape[-2], s.dtype)  # (B, 1, Tq, Tk) broadcast over the heads
     s -= s.max(axis=-1, keepdims=True)
     xp.exp(s, out=s)
     s *= 1 / s.sum(axis=-1, keepdims=True)
@@ -67,9 +87,10 @@ def _scale(q):
     return q.dtype.type(1 / math.sqrt(q.shape[-1]))
 
 
-def scaled_dot_product_attention(q, k, v, causal=True):
-    """softmax(Q K^T / sqrt(D) [+ causal mask]) V; q (B, H, Tq, D), k and v (B, H, Tk, D).
+def scaled_dot_product_attention(q, k, v, causal=True, segments=None):
+    """softmax(Q K^T / sqrt(D) [+ causal mask] [+ segment mask]) V; q (B, H, Tq, D), k and v (B, H, Tk, D).
 
+    segments: None, or integer ids (B, Tk) of the keys' sequences (see the top of this file).
     Forward and backward each run as one kernel per block of the batch, on every core:
     a block's scores are computed, normalised and used while they are still in cache.
     """
@@ -77,9 +98,10 @@ def scaled_dot_product_attention(q, k, v, causal=True):
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not match "
                          "(need q (..., Tq, D), k and v (..., Tk, D))")
     xp = backend.get_array_module(q.data)
+    segments = _check_segments(xp, segments, k.shape[0], k.shape[-2])
     p = xp.empty((*q.shape[:-1], k.shape[-2]), q.dtype)  # (B, H, Tq, Tk)
     out = xp.empty(q.shape, q.dtype)  # (B, H, Tq, D)
-    parallel.map_blocks(_forward, p, out, q.data, k.data, v.data, causal=causal)
+    parallel.map_blocks(_forward, p, out, q.data, k.data, v.data, segments, causal=causal)
     def backward(g):
         dq, dk, dv = xp.empty_like(out), xp.empty(k.shape, k.dtype), xp.empty(v.shape, v.dtype)
         parallel.map_blocks(_backward, p, g, q.data, k.data, v.data, dq, dk, dv, causal=causal)
@@ -87,8 +109,10 @@ def scaled_dot_product_attention(q, k, v, causal=True):
     return make_result(out, (q, k, v), backward)
 
 
-def causal_self_attention(qkv, n_head):
+def causal_self_attention(qkv, n_head, segments=None):
     """Causal multi-head self-attention from the packed projection: qkv (B, T, 3C) -> (B, T, C).
+
+    segments: None, or integer ids (B, T): each token attends only within its own segment.
 
     The same arithmetic as cutting qkv into q, k, v of n_head heads each (B, H, T, D), calling
     scaled_dot_product_attention and merging the heads back (B, T, C). Here the heads are
@@ -101,15 +125,27 @@ def causal_self_attention(qkv, n_head):
                          f"got {qkv.shape}")
     B, T, C = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
     D = C // n_head
+    segments = _check_segments(xp, segments, B, T)
     q, k, v = _heads(qkv.data, n_head, D)  # each (B, H, T, D)
     y = xp.empty((B, T, C), qkv.dtype)
     p = xp.empty((B, n_head, T, T), qkv.dtype)
-    parallel.map_blocks(_forward, p, *_heads(y, n_head, D), q, k, v, causal=True)
+    parallel.map_blocks(_forward, p, *_heads(y, n_head, D), q, k, v, segments, causal=True)
     def backward(g):
         dqkv = xp.empty((B, T, 3 * C), qkv.dtype)
         parallel.map_blocks(_backward, p, *_heads(g, n_head, D), q, k, v, *_heads(dqkv, n_head, D), causal=True)
         return (dqkv,)
     return make_result(y, (qkv,), backward)
+
+
+def _check_segments(xp, segments, batch_size, tk):
+    """segments (an array or Tensor) as integer ids (B, Tk) on the device of the op, or None; else a one-line error."""
+    if segments is None:
+        return None
+    segments = xp.asarray(segments.data if isinstance(segments, Tensor) else segments)
+    if segments.shape != (batch_size, tk) or segments.dtype.kind not in "iu":
+        raise ValueError(f"attention: segments must be integer ids (B, Tk) = ({batch_size}, {tk}), "
+                         f"got {segments.dtype} {segments.shape}")
+    return segments
 
 
 def _heads(a, n_head, head_dim):
@@ -129,11 +165,12 @@ def _tiles(tq, tk, causal):
     return [(i0, i1, i0 + tk - tq if i0 else 0, i1 + tk - tq) for i0, i1 in zip(cuts, cuts[1:])]
 
 
-def _forward(p, out, q, k, v, causal):
-    """P and O = P V for one block of the batch, into p and out, tile by tile."""
+def _forward(p, out, q, k, v, segments, causal):
+    """P and O = P V for one block of the batch (and of segments, or None), into p and out, tile by tile."""
     xp = backend.get_array_module(p)
     for i0, i1, _, k1 in _tiles(q.shape[-2], k.shape[-2], causal):
-        s = attention_pattern(q[..., i0:i1, :], k[..., :k1, :], causal, out=p[..., i0:i1, :k1])
+        s = attention_pattern(q[..., i0:i1, :], k[..., :k1, :], causal, None if segments is None else segments[:, :k1],
+                              out=p[..., i0:i1, :k1])
         p[..., i0:i1, k1:] = 0  # the future, never computed
         xp.matmul(s, v[..., :k1, :], out=out[..., i0:i1, :])
 

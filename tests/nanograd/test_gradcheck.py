@@ -39,6 +39,7 @@ def seeded_dropout(x):
 
 IDS = np.array([[0, 2, 2], [4, 0, 2]])  # id 2 three times, id 0 twice: their grads accumulate
 ATTENTION = [normal(2, 2, 4, 3), normal(2, 2, 4, 3), normal(2, 2, 4, 3)]  # q, k, v (B, H, T, D)
+SEGMENTS = np.array([[0, 0, 1, 1], [0, 1, 1, 2]])  # (B, T): packed sequences, attention stays within each
 
 OPS = {
     "add": (lambda a, b: a + b, [normal(2, 3), normal(2, 3)]),
@@ -104,6 +105,13 @@ OPS = {
     "causal_self_attention_packed": (lambda qkv: F.causal_self_attention(qkv, 2), [normal(2, 4, 12)]),
     "attention_kv_cache": (F.scaled_dot_product_attention,  # 2 new queries over 5 cached keys
                            [normal(2, 2, 2, 3), normal(2, 2, 5, 3), normal(2, 2, 5, 3)]),
+    "attention_segments": (lambda q, k, v, seg: F.scaled_dot_product_attention(q, k, v, segments=seg),
+                           [*ATTENTION, SEGMENTS]),
+    "causal_self_attention_segments": (lambda qkv, seg: F.causal_self_attention(qkv, 2, seg),
+                                       [normal(2, 4, 12), SEGMENTS]),
+    "attention_kv_cache_segments": (lambda q, k, v, seg: F.scaled_dot_product_attention(q, k, v, segments=seg),
+                                    [normal(2, 2, 2, 3), normal(2, 2, 5, 3), normal(2, 2, 5, 3),
+                                     np.array([[0, 0, 1, 1, 1], [0, 1, 1, 2, 2]])]),
 }
 
 LAYERS = {
