@@ -10,7 +10,10 @@ A GPT-2 directory holds
   the tokenizer      vocab.json + merges.txt (as the published gpt2, distilgpt2, gpt2-medium carry),
                      or tokenizer.json alone (as transformers 5 writes): its model.vocab and model.merges
 and `save` writes config.json, model.safetensors, vocab.json, merges.txt and the small
-tokenizer_config.json that lets AutoTokenizer pick GPT-2's tokenizer class.
+tokenizer_config.json that lets AutoTokenizer pick GPT-2's tokenizer class. A tokenizer with
+the chat tokens (gpt/chat/template.py) also gets its specials as added tokens and the
+chat_template (Jinja) there, so apply_chat_template renders our format; `load` reads those
+specials back from added_tokens_decoder.
 
 Weights. Our parameter names are GPT-2's (`transformer.h.0.attn.c_attn.weight`, ...), so the
 conversion is small: HF's GPT-2 stores its four matmul weights as Conv1D, (in, out), where
@@ -31,11 +34,13 @@ takes GPT-2's resid_pdrop (there is no attention dropout here).
 """
 import json
 import os
+import warnings
 
 import numpy as np
 
 from nanograd import backend
 
+from .chat.template import ChatTemplate, has_chat_template
 from .checkpoint import check_state, load_checkpoint
 from .model import GPT, GPTConfig
 from .safetensors import load_file, save_file
@@ -175,12 +180,37 @@ def read_tokenizer(directory):
             for path in (vocab, merges):
                 if not os.path.exists(path):
                     raise HFError(f"{path} is missing ({VOCAB} and {MERGES} go together)")
-            return BPETokenizer.from_gpt2(vocab, merges)
+            return _check_chat_template(directory, BPETokenizer.from_gpt2(vocab, merges, added_specials(directory)))
         if os.path.exists(tokenizer_json):
-            return _tokenizer_from_json(tokenizer_json)
+            return _check_chat_template(directory, _tokenizer_from_json(tokenizer_json))
     except TokenizerError as e:
         raise HFError(f"{directory}: tokenizer: {e}") from None
     raise HFError(f"{directory}: no tokenizer (expected {VOCAB} + {MERGES}, or {TOKENIZER_JSON})")
+
+
+def _tokenizer_config(directory):
+    """tokenizer_config.json's object, or {} when the directory has none."""
+    path = os.path.join(directory, TOKENIZER_CONFIG)
+    return _read_json(path) if os.path.exists(path) else {}
+
+
+def added_specials(directory):
+    """<|endoftext|> and every special token tokenizer_config.json's added_tokens_decoder lists
+    (the chat tokens of a model `save` exported): the vocab.json entries that are specials."""
+    added = _tokenizer_config(directory).get("added_tokens_decoder")
+    listed = [t["content"] for t in added.values() if isinstance(t, dict) and t.get("special")
+              and isinstance(t.get("content"), str)] if isinstance(added, dict) else []
+    return tuple(dict.fromkeys([EOT, *listed]))
+
+
+def _check_chat_template(directory, tokenizer):
+    """`tokenizer`, after a warning if the directory's chat_template is not the one gpt.chat
+    renders (which is then ignored: conversations always use gpt/chat/template.py's layout)."""
+    template = _tokenizer_config(directory).get("chat_template")
+    if template is not None and template != ChatTemplate.jinja:
+        warnings.warn(f"{directory}: its chat_template is not this project's (<|role|>content<|end|>); "
+                      "gpt.chat renders conversations with its own and ignores it", stacklevel=3)
+    return tokenizer
 
 
 def _tokenizer_from_json(path):
@@ -240,6 +270,16 @@ def load_pretrained(path, device="cpu"):
 
 
 # ---- saving -------------------------------------------------------------------------------
+def chat_tokenizer_config(tokenizer):
+    """The tokenizer_config.json entries of a tokenizer with the chat tokens (else {}): every
+    special token as an added token (so HF never splits one) and the chat_template."""
+    if not has_chat_template(tokenizer):
+        return {}
+    added = {str(i): {"content": s, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                      "special": True} for s, i in tokenizer.special_tokens.items()}
+    return {"added_tokens_decoder": added, "chat_template": ChatTemplate.jinja}
+
+
 def save(model, tokenizer, directory):
     """Write `model` and its byte-level BPE `tokenizer` as a GPT-2 directory transformers can load."""
     c = model.config
@@ -263,7 +303,7 @@ def save(model, tokenizer, directory):
               "bos_token_id": eot, "eos_token_id": eot}
     specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT} if eot is not None else {}
     tokenizer_config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": c.block_size,
-                        "add_prefix_space": False, **specials}
+                        "add_prefix_space": False, **specials, **chat_tokenizer_config(tokenizer)}
     for name, content in ((CONFIG, config), (TOKENIZER_CONFIG, tokenizer_config)):
         with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
             json.dump(content, f, indent=2)
