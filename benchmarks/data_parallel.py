@@ -18,7 +18,7 @@ MPI_Allreduce calls (which includes waiting for the other rank) over the step ti
 
 Every process runs at the nice level --nice (default 10) from its start: the parent sets it
 and the children, mpiexec's ranks included, inherit it. On a shared machine where something
-renices other people's processes a few seconds after they start (this one had such a script),
+renices other people's processes a few seconds after they start,
 a setting whose processes escape it would otherwise get more of the CPU than another's.
 
 A last mpiexec job times MPI_Allreduce alone on float32 buffers of 4 KB to 32 MB and fits the
