@@ -25,9 +25,20 @@ that window by one forward pass (so past block_size each token costs a full forw
 `use_cache=False` re-runs the whole window every step with the same rule, which is the
 reference the cache is tested against.
 
+Prompts of different lengths. As in Hugging Face, they are LEFT-padded to one length and
+`attention_mask` (B, T) says 1 for a real token, 0 for padding:
+
+    out = model.generate(idx, 50, attention_mask=mask, temperature=0)   # idx: padded prompts (B, T)
+
+Padding becomes a segment of its own (model.py's `segments`: 0 on padding, 1 on the prompt
+and every new token), so no real token attends to it and each row's positions start at its
+first real token; the logits processors skip it too. Each row then decodes as it would
+alone. That holds past block_size as well: the window is the newest block_size columns;
+a row still shorter than that keeps all its tokens (and some masked padding) in it, a
+longer one keeps its newest block_size tokens, which is the window it would have alone.
+
 Left out: sampling inside beam search (HF's beam sampling), diverse and constrained beam
-search, prompts of different lengths in one batch (padding and attention masks),
-min_length and other stopping rules.
+search, right padding, min_length and other stopping rules.
 """
 import contextlib
 
@@ -40,7 +51,7 @@ from nanograd.functional import softmax_array
 
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
              no_repeat_ngram_size=0, eos_token_id=None, seed=None, stream=None, use_cache=True, num_beams=1,
-             length_penalty=1.0, early_stopping=False, num_return_sequences=1):
+             length_penalty=1.0, early_stopping=False, num_return_sequences=1, attention_mask=None):
     """Continue each row of idx (B, T) by up to max_new_tokens tokens; return int64 (B, T + new).
 
     temperature: 0 means greedy; top_k, top_p: None for off. seed: an int gives a private
@@ -49,13 +60,17 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     the uncached reference. The model runs in eval mode (no dropout) and under no_grad.
     num_beams > 1: beam_search with length_penalty, early_stopping, num_return_sequences
     (deterministic, as HF's do_sample=False: temperature, top_k, top_p, seed are not used).
+    attention_mask: None, or (B, T) of 1 (token) / 0 (padding) for left-padded prompts of
+    different lengths; the output keeps the padding in front of each row.
     """
     idx = np.asarray(idx)
     _check_options(idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size,
                    eos_token_id, model.config.vocab_size, num_beams, early_stopping, num_return_sequences, stream)
+    segments = padding_segments(attention_mask, idx, max_new_tokens)  # (B, T + max_new_tokens) or None
     if num_beams > 1:
         return beam_search(model, idx, max_new_tokens, num_beams, length_penalty, early_stopping,
-                           num_return_sequences, repetition_penalty, no_repeat_ngram_size, eos_token_id, use_cache)
+                           num_return_sequences, repetition_penalty, no_repeat_ngram_size, eos_token_id, use_cache,
+                           segments)
     B, T = idx.shape
     seq = np.empty((B, T + max_new_tokens), dtype=np.int64)  # prompt, then the new tokens
     seq[:, :T] = idx
@@ -66,9 +81,10 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     with inference_mode(model):
         for _ in range(max_new_tokens):
             ids = seq[:, :length]  # (B, L) everything so far
-            logits = window.next_logits(ids)  # (B, V)
-            logits = penalize_repetition(logits, ids, repetition_penalty)
-            logits = ban_repeated_ngrams(logits, ids, no_repeat_ngram_size)
+            logits = window.next_logits(ids, segments)  # (B, V)
+            tokens = without_padding(ids, segments)  # (B, L), padding -1
+            logits = ban_repeated_ngrams(penalize_repetition(logits, tokens, repetition_penalty), tokens,
+                                         no_repeat_ngram_size)
             if temperature == 0:
                 token = logits.argmax(axis=-1)  # (B,)
             else:
@@ -88,7 +104,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 
 def beam_search(model, idx, max_new_tokens, num_beams, length_penalty=1.0, early_stopping=False,
                 num_return_sequences=1, repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=None,
-                use_cache=True):
+                use_cache=True, segments=None):
     """The num_return_sequences best of num_beams hypotheses for each row of idx (B, T), as HF's beam search.
 
     Returns int64 (B * num_return_sequences, T + n), the best first within each prompt, n the
@@ -100,10 +116,12 @@ def beam_search(model, idx, max_new_tokens, num_beams, length_penalty=1.0, early
     run on. A row stops taking finished hypotheses once early_stopping=True and it holds
     num_beams of them, or once its best running beam cannot beat its worst finished one:
     estimated at the current length, or, for early_stopping="never" with length_penalty > 0,
-    at max_new_tokens. The search ends when no row can improve.
+    at max_new_tokens. The search ends when no row can improve. segments: padding_segments'
+    ids (B, T + max_new_tokens) for left-padded prompts, or None.
     """
     idx = np.asarray(idx)
     (B, T), K, V = idx.shape, num_beams, model.config.vocab_size
+    segments = None if segments is None else np.repeat(segments, K, axis=0)  # (B*K, T + max_new_tokens)
     seqs = np.repeat(idx[:, None, :], K, axis=1).astype(np.int64)  # (B, K, L) the running beams
     scores = np.zeros((B, K), np.float32)  # (B, K) their summed log-probabilities
     scores[:, 1:] = -1e9  # every beam holds the prompt: expand only the first at step one
@@ -113,8 +131,9 @@ def beam_search(model, idx, max_new_tokens, num_beams, length_penalty=1.0, early
     with inference_mode(model):
         for step in range(max_new_tokens):
             ids = seqs.reshape(B * K, T + step)
-            logprobs = log_softmax(window.next_logits(ids))  # (B*K, V)
-            logprobs = ban_repeated_ngrams(penalize_repetition(logprobs, ids, repetition_penalty), ids,
+            logprobs = log_softmax(window.next_logits(ids, segments))  # (B*K, V)
+            tokens = without_padding(ids, segments)  # (B*K, L), padding -1
+            logprobs = ban_repeated_ngrams(penalize_repetition(logprobs, tokens, repetition_penalty), tokens,
                                            no_repeat_ngram_size)
             total = (logprobs.reshape(B, K, V) + scores[:, :, None]).reshape(B, K * V)
             top = np.argsort(-total, axis=1, kind="stable")[:, :2 * K]  # (B, 2K) best candidates
@@ -201,15 +220,19 @@ class ContextWindow:
         self.start = max(0, prompt_length - self.block_size)  # crop a long prompt from the left
         self.cache = model.new_cache(batch_size) if use_cache else None
 
-    def next_logits(self, ids):
-        """Logits (B, V), a NumPy array, for the token that follows ids (B, L)."""
+    def next_logits(self, ids, segments=None):
+        """Logits (B, V), a NumPy array, for the token that follows ids (B, L).
+
+        segments: None, or segment ids (B, >= L) of the sequence (padding_segments).
+        """
         L = ids.shape[1]
         if L - self.start > self.block_size:  # full: slide to the newest block_size tokens
             self.start = L - self.block_size
             if self.cache is not None:
                 self.cache.reset()
         fed = self.start + (self.cache.length if self.cache is not None else 0)  # first token not in the cache
-        h = self.model.hidden_states(ids[:, fed:], self.cache)  # (B, L - fed, C)
+        fed_segments = None if segments is None else segments[:, fed:L]  # (B, L - fed)
+        h = self.model.hidden_states(ids[:, fed:], self.cache, fed_segments)  # (B, L - fed, C)
         return self.model.lm_head(h[:, -1]).numpy()  # (B, V), the last position only
 
     def reorder(self, rows):
@@ -218,7 +241,37 @@ class ContextWindow:
             self.cache.reorder(rows)
 
 
+def padding_segments(attention_mask, idx, max_new_tokens):
+    """The model's segment ids (B, T + max_new_tokens) for left-padded prompts idx (B, T), or None.
+
+    0 on padding, 1 on the prompt and on every token generated after it. attention_mask:
+    (B, T) of 1 (token) / 0 (padding), each row's zeros before its ones, or None.
+    """
+    if attention_mask is None:
+        return None
+    mask = np.asarray(attention_mask)
+    if mask.shape != idx.shape:
+        raise ValueError(f"generate: attention_mask must have the shape of idx {idx.shape}, got {mask.shape}")
+    if not np.isin(mask, (0, 1)).all():
+        raise ValueError("generate: attention_mask must hold only 1 (token) and 0 (padding)")
+    mask = mask.astype(np.int64)  # booleans too
+    if (np.diff(mask, axis=1) < 0).any():
+        raise ValueError("generate: attention_mask must be left-padded (a row's zeros before its ones): "
+                         "pad the prompts on the left")
+    if not mask[:, -1].all():
+        raise ValueError("generate: every row of attention_mask needs at least one token (a 1)")
+    segments = np.ones((len(idx), idx.shape[1] + max_new_tokens), dtype=np.int64)
+    segments[:, :idx.shape[1]] = mask
+    return segments
+
+
+def without_padding(ids, segments):
+    """ids (B, L) with padding (segment 0) replaced by -1, which no logits processor counts."""
+    return ids if segments is None else np.where(segments[:, :ids.shape[1]] > 0, ids, -1)
+
+
 # ---- logits processors: (B, V) logits in, new (B, V) logits out, as Hugging Face's ------------
+# ids (B, L) hold the sequence so far; -1 marks padding, which is never counted.
 def penalize_repetition(logits, ids, penalty):
     """Make tokens present in ids (B, L) less likely: positive logits / penalty, negative * penalty.
 
@@ -226,8 +279,9 @@ def penalize_repetition(logits, ids, penalty):
     """
     if penalty == 1.0:
         return logits
-    seen = np.zeros(logits.shape, dtype=bool)  # (B, V)
+    seen = np.zeros((logits.shape[0], logits.shape[1] + 1), dtype=bool)  # (B, V + 1): padding (-1) marks the last
     np.put_along_axis(seen, ids, True, axis=1)
+    seen = seen[:, :-1]  # (B, V)
     return np.where(seen, np.where(logits < 0, logits * penalty, logits / penalty), logits)
 
 
@@ -236,13 +290,14 @@ def ban_repeated_ngrams(logits, ids, n):
 
     The candidate n-gram is the last n-1 tokens plus the next one; every earlier window of
     n tokens that starts with those n-1 bans its last token (HF's NoRepeatNGramLogitsProcessor).
+    A window that holds padding never matches a suffix of real tokens, nor bans anything.
     """
     L = ids.shape[1]
     if n == 0 or L < n:
         return logits
     windows = np.lib.stride_tricks.sliding_window_view(ids, n, axis=1)  # (B, L - n + 1, n)
     suffix = ids[:, L - n + 1:]  # (B, n - 1)
-    match = (windows[:, :, :-1] == suffix[:, None, :]).all(axis=-1)  # (B, L - n + 1)
+    match = (windows[:, :, :-1] == suffix[:, None, :]).all(axis=-1) & (windows[:, :, -1] >= 0)  # (B, L - n + 1)
     rows, cols = np.nonzero(match)
     out = logits.copy()
     out[rows, windows[rows, cols, -1]] = -np.inf

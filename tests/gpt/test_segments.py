@@ -111,3 +111,64 @@ def test_fused_op_with_segments_equals_the_dense_pattern(tq):
         outputs.append([out.numpy(), *(t.grad for t in ts)])
     for fused, dense in zip(*outputs):
         np.testing.assert_allclose(fused, dense, atol=1e-12)
+
+
+# ---- generate with left-padded prompts ----------------------------------------------------
+PROMPTS = [random_ids(1, n, seed=n)[0] for n in (2, 10, 5)]  # the second is longer than block_size (8)
+
+
+def left_padded(prompts, pad_id):
+    """(idx, attention_mask), both (B, longest), the prompts right-aligned after pad_id."""
+    T = max(len(p) for p in prompts)
+    idx, mask = np.full((len(prompts), T), pad_id), np.zeros((len(prompts), T), dtype=np.int64)
+    for row, p in enumerate(prompts):
+        idx[row, T - len(p):], mask[row, T - len(p):] = p, 1
+    return idx, mask
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("options", [{}, dict(repetition_penalty=1.5, no_repeat_ngram_size=2), dict(no_repeat_ngram_size=1),
+                                     dict(num_beams=3)])
+def test_padded_batch_decodes_each_prompt_as_alone(use_cache, options):
+    """12 new tokens: every row's window slides past block_size, the long prompt's from the start."""
+    model = tiny_model().astype(np.float64)  # float64: no near-ties decided by rounding
+    for pad_id in (0, 7):  # what the padding holds never matters
+        idx, mask = left_padded(PROMPTS, pad_id)
+        out = model.generate(idx, 12, temperature=0, attention_mask=mask, use_cache=use_cache, **options)
+        assert out.shape == (3, 10 + 12) and np.array_equal(out[:, :10], idx)
+        for row, p in enumerate(PROMPTS):
+            alone = model.generate(p[None], 12, temperature=0, use_cache=use_cache, **options)[0]
+            np.testing.assert_array_equal(out[row, 10 - len(p):], alone, err_msg=f"row {row}, pad {pad_id}")
+
+
+def test_padded_batch_finishes_rows_at_eos_as_alone():
+    model = tiny_model().astype(np.float64)
+    idx, mask = left_padded(PROMPTS, 0)
+    alone = [model.generate(p[None], 12, temperature=0)[0] for p in PROMPTS]
+    eos = int(alone[0][len(PROMPTS[0]) + 2])  # the third token the first prompt gets
+    out = model.generate(idx, 12, temperature=0, attention_mask=mask, eos_token_id=eos)
+    for row, (p, full) in enumerate(zip(PROMPTS, alone)):
+        new = out[row, 10:]
+        ends = np.flatnonzero(full[len(p):] == eos)
+        n = ends[0] + 1 if len(ends) else 12  # tokens until (and with) the first eos
+        np.testing.assert_array_equal(new[:n], full[len(p):len(p) + n])
+        assert (new[n:] == eos).all()
+
+
+def test_padded_sampling_with_a_seed_is_deterministic():
+    model = tiny_model()
+    idx, mask = left_padded(PROMPTS, 0)
+    runs = [model.generate(idx, 12, temperature=1.0, top_k=5, seed=seed, attention_mask=mask) for seed in (3, 3, 4)]
+    assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("mask, message", [
+    (np.ones((3, 9)), "attention_mask must have the shape of idx"),
+    (np.full((3, 10), 2), "must hold only 1 .token. and 0 .padding."),
+    (np.tile(np.arange(10) < 5, (3, 1)), "must be left-padded"),  # right-padded
+    (np.zeros((3, 10)), "needs at least one token"),
+])
+def test_bad_attention_masks_are_one_line_errors(mask, message):
+    idx, _ = left_padded(PROMPTS, 0)
+    with pytest.raises(ValueError, match=message):
+        tiny_model().generate(idx, 2, attention_mask=mask)
