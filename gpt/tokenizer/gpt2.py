@@ -14,6 +14,7 @@ import functools
 import json
 import os
 
+from ..safetensors import write_file
 from .base import TokenizerError
 
 MERGES_HEADER = "#version: 0.2"
@@ -112,8 +113,8 @@ def write_gpt2_files(directory, vocab, merges, specials):
     entries = {to_symbols(t): i for t, i in vocab.items()} | specials
     vocab_path = os.path.join(directory, "vocab.json")
     merges_path = os.path.join(directory, "merges.txt")
-    with open(vocab_path, "w", encoding="utf-8") as f:
-        json.dump(dict(sorted(entries.items(), key=lambda e: e[1])), f, ensure_ascii=False)
-    with open(merges_path, "w", encoding="utf-8") as f:
-        f.write("\n".join([MERGES_HEADER, *(format_merge(a, b) for a, b in merges)]) + "\n")
+    vocab_json = json.dumps(dict(sorted(entries.items(), key=lambda e: e[1])), ensure_ascii=False)
+    merges_txt = "\n".join([MERGES_HEADER, *(format_merge(a, b) for a, b in merges)]) + "\n"
+    write_file(vocab_path, vocab_json.encode("utf-8"))  # atomically: a full disk leaves no partial file
+    write_file(merges_path, merges_txt.encode("utf-8"))
     return vocab_path, merges_path
