@@ -436,6 +436,28 @@ class GPT(nn.Module):
                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
         return ng.optim.AdamW(groups, lr=learning_rate, betas=betas)
 
+    def resize_token_embeddings(self, new_vocab_size):
+        """Grow the vocabulary to new_vocab_size ids (a tokenizer gained special tokens); return self.
+
+        The new rows of wte (and of unembed, when untied) are the mean of the old rows, as Hugging
+        Face's resize_token_embeddings: a new token starts as an average one, so neither its
+        embedding nor its logit stands out. config.vocab_size follows. Shrinking is refused:
+        the ids it would drop may be in use. Build the optimizer after resizing (its moments
+        take the parameters' shapes).
+        """
+        V = self.config.vocab_size
+        if new_vocab_size < V:
+            raise ValueError(f"resize_token_embeddings: {new_vocab_size} is smaller than vocab_size={V}; shrinking "
+                             "would drop ids the tokenizer may use (only growing is supported)")
+        matrices = [self.transformer.wte.weight] + ([] if self.config.tie_embeddings else [self.unembed.weight])
+        for p in matrices:  # each (V, C)
+            xp = backend.get_array_module(p.data)
+            mean = p.data.mean(axis=0, keepdims=True)  # (1, C)
+            p.data = xp.concatenate([p.data, xp.repeat(mean, new_vocab_size - V, axis=0)])  # (V, C) -> (new, C)
+            p.grad = None
+        self.config = dataclasses.replace(self.config, vocab_size=new_vocab_size)
+        return self
+
     def crop_block_size(self, block_size):
         """Shrink the context to `block_size` positions (e.g. to fine-tune with less memory)."""
         if not 1 <= block_size <= self.config.block_size:

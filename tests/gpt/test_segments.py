@@ -172,3 +172,31 @@ def test_bad_attention_masks_are_one_line_errors(mask, message):
     idx, _ = left_padded(PROMPTS, 0)
     with pytest.raises(ValueError, match=message):
         tiny_model().generate(idx, 2, attention_mask=mask)
+
+
+# ---- growing the vocabulary ----------------------------------------------------------------
+@pytest.mark.parametrize("tie_embeddings", [True, False])
+def test_resize_token_embeddings_adds_mean_rows(tie_embeddings):
+    model = tiny_model(tie_embeddings=tie_embeddings)
+    idx = random_ids(2, 5)
+    before = logits_of(model, idx)  # (2, 5, 11)
+    old = [p.data.copy() for p in (model.transformer.wte.weight, model.unembedding())]
+    assert model.resize_token_embeddings(14) is model and model.config.vocab_size == 14
+    for p, o in zip((model.transformer.wte.weight, model.unembedding()), old):
+        assert p.shape == (14, 8) and p.dtype == np.float32
+        np.testing.assert_array_equal(p.data[:11], o)
+        np.testing.assert_allclose(p.data[11:], np.repeat(o.mean(axis=0, keepdims=True), 3, axis=0), atol=1e-7)
+    assert (model.unembedding() is model.transformer.wte.weight) == tie_embeddings
+    after = logits_of(model, idx)  # (2, 5, 14): the old ids' logits unchanged
+    np.testing.assert_allclose(after[..., :11], before, atol=1e-6)
+    _, loss = model(np.array([[13, 12, 1]]), np.array([[12, 13, 0]]))  # the new ids train
+    loss.backward()
+    assert np.abs(model.transformer.wte.weight.grad[11:]).sum() > 0
+
+
+def test_resize_token_embeddings_refuses_to_shrink():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"^resize_token_embeddings: 10 is smaller than vocab_size=11; shrinking"):
+        model.resize_token_embeddings(10)
+    model.resize_token_embeddings(11)  # the same size: nothing changes
+    assert model.transformer.wte.weight.shape == (11, 8)
