@@ -1,4 +1,4 @@
-"""Run the documentation: every ```bash and ```python block of README.md and docs/, in order, on a fresh copy.
+"""Run the documentation: every ```bash, ```python and ```console block of README.md and docs/, in order, on a fresh copy.
 
     python scripts/check_docs.py              # the blocks CI runs (tests/test_docs.py runs the same)
     python scripts/check_docs.py --all        # every block, the long runs too, in a fresh venv
@@ -12,6 +12,10 @@ The conventions (README.md's "How the docs are checked" says the same for writer
   - A ```python block runs as a script in the copy's root. Each comment `# prints: TEXT` says
     that the script prints the line TEXT; the printed lines must be exactly those, in that order
     (no comment: no output). `...` in TEXT matches any characters, for what varies from run to run.
+  - A ```console block is a terminal transcript: each line `$ COMMAND` runs in bash in the copy's
+    root, and the lines after it, up to the next `$ `, are what it must print (stdout then stderr,
+    `...` matching anything as above); its exit status is not checked, so a transcript can show
+    an error and its exit code 2.
   - On the line just above the fence, `<!-- docs: skip (REASON) -->` keeps a block out of CI
     (minutes of training, a GPU, an extra that CI does not install); `--all` runs it.
     `<!-- docs: skip (REASON); ci: COMMAND -->` also gives CI a quick stand-in to run instead
@@ -28,7 +32,8 @@ system's site-packages, so installed extras are reused) in which the README's `p
 installs the copy. The cache of downloads (~/.cache/nanograd-gpt) is shared unless
 --fresh_cache. With --all every command's output is printed, for pasting numbers into the text.
 
-Left out: checking the output of bash blocks (only their exit status), ```console transcripts.
+Left out: checking the output of bash blocks (only their exit status), interleaved stdout and
+stderr in transcripts (a command's stdout is compared first, then its stderr).
 """
 import argparse
 import dataclasses
@@ -42,7 +47,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LANGUAGES = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python", "py": "python"}
+LANGUAGES = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python", "py": "python", "console": "console"}
 MARKER = re.compile(r"^\s*<!--\s*docs:\s*(skip|no-run)\s*(.*?)\s*-->\s*$")
 PRINTS = re.compile(r"#\s*prints:\s?(.*)$")
 MISSING_EXTRA = re.compile(r"error: .* needs \S+: pip install -e '\.\[\w+\]'.*")
@@ -67,6 +72,16 @@ class Block:
     def expected_lines(self):
         """The lines a python block says it prints (its `# prints:` comments, in order)."""
         return [m.group(1).rstrip() for m in map(PRINTS.search, self.code.splitlines()) if m]
+
+    def transcript(self):
+        """[(command, [the lines it prints]), ...] of a console block."""
+        steps = []
+        for line in self.code.splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            elif steps:
+                steps[-1][1].append(line.rstrip())
+        return steps
 
 
 def documents(root=ROOT):
@@ -162,7 +177,9 @@ class Runner:
             if not block.ci_command:
                 return "skipped", f"skipped in CI: {block.reason}"
             code = block.ci_command + "\n"
-        if block.language == "bash":
+        if block.language == "console" and code is block.code:
+            return self.run_transcript(block)
+        if block.language in ("bash", "console"):  # a console block's CI stand-in is a bash command
             argv = ["bash", "-e", "-c", code]
         else:
             script = os.path.join(self.workdir, f".docs_block_{block.line}.py")
@@ -192,6 +209,22 @@ class Runner:
         if failure:
             return "failed", failure
         return "passed", f"{took}\n{output}" if self.echo else took
+
+
+    def run_transcript(self, block):
+        """Run each `$ COMMAND` of a console block; (status, detail) as `run`."""
+        start = time.time()
+        for command, expected in block.transcript():
+            try:
+                result = subprocess.run(["bash", "-c", command], cwd=self.workdir, env=self.env, capture_output=True,
+                                        text=True, timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                return "failed", f"`{command}` did not finish in {self.timeout} s"
+            printed = (result.stdout + result.stderr).splitlines()
+            mismatch = compare(expected, printed)
+            if mismatch:
+                return "failed", f"`{command}`: {mismatch}\nfull output:\n{_tail(result.stdout + result.stderr)}"
+        return "passed", f"{time.time() - start:.0f} s"
 
 
 def compare(expected, printed):

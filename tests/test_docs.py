@@ -10,6 +10,7 @@ scripts/check_docs.py holds the machinery and the full statement of these conven
 """
 import importlib.util
 import os
+import sys
 import re
 
 import pytest
@@ -62,3 +63,15 @@ def test_the_parser_reads_markers_prints_and_stand_ins():
     assert check_docs.compare(["loss 1.2...", "done"], ["loss 1.234 in 3 s", "done"]) is None
     assert "line 1" in check_docs.compare(["2"], ["3"])
     assert "printed 2 lines" in check_docs.compare(["2"], ["2", "extra"])
+
+
+def test_a_console_transcript_checks_what_each_command_prints(tmp_path):
+    text = "\n".join(["```console", "$ echo hello", "hello", "$ echo oops >&2; exit 2", "oops", "```",
+                      "```console", "$ echo 1", "2", "```"])
+    right, wrong = check_docs.parse_blocks(text, "x.md")
+    assert right.transcript() == [("echo hello", ["hello"]), ("echo oops >&2; exit 2", ["oops"])]
+    runner = check_docs.Runner(str(tmp_path / "repo"), sys.executable, timeout=30)
+    os.makedirs(runner.workdir)
+    assert runner.run(right)[0] == "passed"
+    status, detail = runner.run(wrong)
+    assert status == "failed" and "printed line 1 is '1'" in detail
