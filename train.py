@@ -11,8 +11,11 @@ say) and writes a summary JSON into out_dir when the run ends.
 
 Fine-tuning (--init_from=a checkpoint or GPT-2 directory) starts from the loaded weights and
 tokenizer with a fresh optimizer; the text is encoded with that tokenizer, or --sft_file
-gives JSONL prompt/completion pairs trained on the completions only (gpt/sft.py). A
-block_size below the model's crops its context; dropout is the config's.
+gives JSONL prompt/completion pairs trained on the completions only (gpt/sft.py), or
+--chat_file JSONL conversations packed several to a row, trained on the assistant's turns
+(gpt/chat/dataset.py; a tokenizer without the chat tokens gets them, and the model's
+embedding grows by rows set to the mean of the others). A block_size below the model's
+crops its context; dropout is the config's.
 
 The loop is nanoGPT's: cosine learning rate with warmup, gradient accumulation and
 clipping, evaluation of train and val loss every `eval_interval` iterations, and a
@@ -44,6 +47,7 @@ import numpy as np
 
 import nanograd as ng
 from gpt import data as gdata
+from gpt.chat import ChatDataset, add_chat_tokens, has_chat_template
 from gpt.checkpoint import FILENAME, load_checkpoint, save_checkpoint
 from gpt.cli import EXPECTED, run_main
 from gpt.config import DEFAULT_OUT_DIR, ConfigError, option, parse
@@ -84,6 +88,7 @@ class TrainConfig:
     bpe_vocab_size: int = option(1024, "vocabulary size when tokenizer='bpe'", valid="[257, inf)")
     gpt2_dir: str = option("", "directory with GPT-2's vocab.json and merges.txt (tokenizer='gpt2')")
     sft_file: str = option("", "JSONL {\"prompt\", \"completion\"} lines: fine-tune on completions only")
+    chat_file: str = option("", "JSONL {\"messages\": [...]} conversations: fine-tune on the assistant's turns")
     full_batch: bool = option(False, "every batch is a whole split (tasks that list their examples: modular_*)")
     # tasks: modular_* (gpt/tasks/modular.py)
     p: int = option(97, "modular_*: the modulus; tokens 0..p-1 are the residues, p is '='", valid="[2, 4096]")
@@ -141,6 +146,9 @@ class TrainConfig:
              "tokenizer=gpt2 needs gpt2_dir, the directory with GPT-2's vocab.json and merges.txt"),
             (not scratch or not self.sft_file,
              "--sft_file fine-tunes a trained model: set --init_from to a checkpoint or GPT-2 directory"),
+            (not scratch or not self.chat_file,
+             "--chat_file fine-tunes a trained model: set --init_from to a checkpoint or GPT-2 directory"),
+            (not (self.sft_file and self.chat_file), "--sft_file and --chat_file are two datasets: give one"),
             (self.init_from in ("scratch", "resume") or os.path.abspath(self.init_from) not in (
                 os.path.abspath(self.out_dir), os.path.abspath(os.path.join(self.out_dir, FILENAME))),
              f"--init_from={self.init_from} is this run's own --out_dir: fine-tune into another --out_dir "
@@ -193,8 +201,9 @@ class Trainer:
             if cfg.block_size < config.block_size:
                 model.crop_block_size(cfg.block_size)
                 print(f"cropped the context of {cfg.init_from} from {config.block_size} to {cfg.block_size} tokens")
-            self.data = SFTDataset(cfg.sft_file, self.tokenizer) if cfg.sft_file else \
-                self._prepare_data(self.tokenizer)[1]
+            if cfg.chat_file:
+                self._add_chat_tokens(model)
+            self.data = self._file_data() or self._prepare_data(self.tokenizer)[1]
             self._build(model)
         for split in ("train", "val"):
             self.data.check_length(split, self.model.config.block_size)
@@ -206,13 +215,32 @@ class Trainer:
         self._start_metrics()
 
     def _resumed_data(self):
-        """The data of the run being resumed: its SFT file, its task (rebuilt from the seed) or its token files."""
+        """The data of the run being resumed: its fine-tuning file, its task (rebuilt from the seed) or its token files."""
         cfg = self.cfg
-        if cfg.sft_file:
-            return SFTDataset(cfg.sft_file, self.tokenizer)
+        if cfg.sft_file or cfg.chat_file:
+            return self._file_data()
         if cfg.dataset in TASKS and not cfg.data_file:
             return make_task(cfg)
         return gdata.TokenDataset(cfg.out_dir)
+
+    def _file_data(self):
+        """The fine-tuning file's dataset (--chat_file or --sft_file), or None when there is none."""
+        if self.cfg.chat_file:
+            return ChatDataset(self.cfg.chat_file, self.tokenizer)
+        return SFTDataset(self.cfg.sft_file, self.tokenizer) if self.cfg.sft_file else None
+
+    def _add_chat_tokens(self, model):
+        """Give the tokenizer the chat tokens it lacks, and `model` embedding rows for their ids."""
+        if has_chat_template(self.tokenizer):
+            return
+        old, self.tokenizer = self.tokenizer.vocab_size, add_chat_tokens(self.tokenizer)
+        new = self.tokenizer.vocab_size
+        if new > model.config.vocab_size:
+            model.resize_token_embeddings(new)
+            print(f"added the chat tokens: vocab {old} -> {new}, the new embedding rows set to the mean of the others")
+        else:
+            print(f"added the chat tokens: vocab {old} -> {new}, within the model's {model.config.vocab_size} "
+                  "embedding rows")
 
     def _prepare_data(self, tok=None):
         """(tokenizer, data): a task with its own tokenizer, or the text encoded into out_dir by `tok`
@@ -292,8 +320,11 @@ class Trainer:
             if c.decay_lr else c.learning_rate
 
     def batch(self, split, rng):
-        x, y = self.data.get_batch(split, self.cfg.batch_size, self.model.config.block_size, rng)
-        return ng.Tensor(x, device=self.cfg.device), ng.Tensor(y, device=self.cfg.device)
+        """The model's keyword arguments for one batch: idx and targets (B, T) on the device, and
+        segments (B, T) when the data packs several sequences per row (gpt/chat/dataset.py)."""
+        x, y, *segments = self.data.get_batch(split, self.cfg.batch_size, self.model.config.block_size, rng)
+        batch = {"idx": ng.Tensor(x, device=self.cfg.device), "targets": ng.Tensor(y, device=self.cfg.device)}
+        return batch | ({"segments": segments[0]} if segments else {})
 
     def estimate_loss(self):
         """Mean loss over eval_iters batches of each split, in eval mode.
@@ -309,7 +340,7 @@ class Trainer:
                 for k in range(n):
                     batch = self.batch(split, rng)  # every rank draws every batch and runs its share
                     if self.world.owns(k, n):
-                        mine.append(self.model(*batch)[1].item())
+                        mine.append(self.model(**batch)[1].item())
                 losses[split] = float(np.mean(self.world.gather_in_order(mine)))
         return losses
 
@@ -344,7 +375,7 @@ class Trainer:
         for k in range(steps):
             batch = self.batch("train", self.rng)  # every rank draws every micro-batch: one data stream
             if self.world.owns(k, steps):
-                _, loss = self.model(*batch)
+                _, loss = self.model(**batch)
                 loss = loss / steps
                 loss.backward()
                 mine.append(loss.item())
