@@ -34,7 +34,7 @@ SCRIPTS = {
 }
 # String options whose value is a path, a prompt or a name checked where it is used.
 FREE_TEXT = {
-    "train.py": {"out_dir", "init_from", "data_file", "gpt2_dir", "sft_file"},
+    "train.py": {"out_dir", "init_from", "data_file", "gpt2_dir", "sft_file", "chat_file"},
     "sample.py": {"out_dir", "init_from", "start"},
     "eval.py": {"init_from", "data_file"},
     "scaling.py": {"out_dir", "results_dir", "sizes", "data_file"},
@@ -109,6 +109,8 @@ CROSS_OPTION = [
     ("train.py", ["--n_embd=10", "--n_head=3"], "n_head"),
     ("train.py", ["--tokenizer=gpt2"], "gpt2_dir"),
     ("train.py", ["--sft_file=pairs.jsonl"], "init_from"),
+    ("train.py", ["--chat_file=chats.jsonl"], "init_from"),
+    ("train.py", ["--init_from=gpt2", "--sft_file=pairs.jsonl", "--chat_file=chats.jsonl"], "give one"),
     ("sample.py", ["--num_beams=2", "--num_samples=2"], "num_return_sequences"),
     ("sample.py", ["--num_return_sequences=3", "--num_beams=2"], "num_beams"),
     ("eval.py", ["--max_length=1"], "max_length"),
