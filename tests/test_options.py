@@ -16,6 +16,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import chat  # noqa: E402
 import eval as evaluate  # noqa: E402
 import sample  # noqa: E402
 import scaling  # noqa: E402
@@ -28,6 +29,7 @@ from gpt.config import ConfigError, Interval, build, usage  # noqa: E402
 SCRIPTS = {
     "train.py": (train.TrainConfig, train.main),
     "sample.py": (sample.SampleConfig, sample.main),
+    "chat.py": (chat.ChatConfig, chat.main),
     "eval.py": (evaluate.EvalConfig, evaluate.main),
     "scaling.py": (scaling.ScalingConfig, scaling.main),
     "gpt.inspect": (ginspect.InspectConfig, lambda argv: ginspect.main(["attention"] + argv)),
@@ -36,6 +38,7 @@ SCRIPTS = {
 FREE_TEXT = {
     "train.py": {"out_dir", "init_from", "data_file", "gpt2_dir", "sft_file", "chat_file"},
     "sample.py": {"out_dir", "init_from", "start"},
+    "chat.py": {"out_dir", "init_from", "system", "prompt", "prompts_file"},
     "eval.py": {"init_from", "data_file"},
     "scaling.py": {"out_dir", "results_dir", "sizes", "data_file"},
     "gpt.inspect": {"out_dir", "init_from", "prompt", "data_file", "image"},
@@ -113,6 +116,8 @@ CROSS_OPTION = [
     ("train.py", ["--init_from=gpt2", "--sft_file=pairs.jsonl", "--chat_file=chats.jsonl"], "give one"),
     ("sample.py", ["--num_beams=2", "--num_samples=2"], "num_return_sequences"),
     ("sample.py", ["--num_return_sequences=3", "--num_beams=2"], "num_beams"),
+    ("chat.py", ["--prompt=hi", "--prompts_file=in.jsonl"], "two modes"),
+    ("chat.py", ["--system=Be brief.", "--prompts_file=in.jsonl"], "system"),
     ("eval.py", ["--max_length=1"], "max_length"),
     ("eval.py", ["--max_length=8", "--stride=9"], "stride"),
     ("scaling.py", ["--sizes=1x2x32,2x2x32"], "at least 3"),

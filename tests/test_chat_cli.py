@@ -1,0 +1,139 @@
+"""chat.py end to end on a tiny chat model: the scripted modes against the library's replies, an
+interactive session driven through stdin, trimming, Ctrl-C, and bad input in one line, exit 2.
+
+The model (tests/gpt/tiny_chat.py) is trained in about a second and saved as a checkpoint; each
+case is one subprocess, because what the user sees (stdout, one line on stderr, the exit code)
+is the thing under test.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from gpt.chat.reply import generate_replies, generate_reply
+from gpt.checkpoint import save_checkpoint
+from gpt.model import GPT, GPTConfig
+from gpt.tokenizer import CharTokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "gpt"))
+from tiny_chat import ALPHABET, CONVERSATIONS, chat_model  # noqa: E402
+
+GREEDY = ["--temperature=0", "--max_new_tokens=30"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """(model, template, run folder) of the tiny chat model, saved as a checkpoint."""
+    model, template = chat_model()
+    folder = tmp_path_factory.mktemp("chat-run")
+    save_checkpoint(str(folder / "ckpt.safetensors"), model, template.tokenizer)
+    return model, template, str(folder)
+
+
+def chat(*args, stdin=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "chat.py"), *args], input=stdin, capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+
+
+def one_line_error(result, *mentions):
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    for text in mentions:
+        assert text in result.stderr, result.stderr
+
+
+def test_prompt_prints_the_reply_alone(run):
+    model, template, folder = run
+    for messages in CONVERSATIONS:
+        system = [f"--system={messages[0]['content']}"] if messages[0]["role"] == "system" else []
+        result = chat(f"--out_dir={folder}", *GREEDY, *system, f"--prompt={messages[-2]['content']}")
+        assert result.returncode == 0, result.stderr
+        text, _ = generate_reply(model, template, messages[:-1], max_new_tokens=30)
+        assert result.stdout == text + "\n" == messages[-1]["content"] + "\n"
+
+
+def test_prompts_file_writes_the_one_by_one_replies_in_order(run, tmp_path):
+    model, template, folder = run
+    conversations = [c[:-1] for c in CONVERSATIONS] + [CONVERSATIONS[0] + [{"role": "user", "content": "hi"}]]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations), encoding="utf-8")
+    result = chat(f"--out_dir={folder}", *GREEDY, f"--prompts_file={path}", "--batch_size=2")
+    assert result.returncode == 0, result.stderr
+    alone = [generate_reply(model, template, c, max_new_tokens=30)[0] for c in conversations]
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [{"reply": text} for text in alone]
+    assert [text for text, _ in generate_replies(model, template, conversations, 30, batch_size=2)] == alone
+
+
+def test_an_interactive_session_answers_resets_and_sets_the_temperature(run):
+    _, _, folder = run
+    result = chat(f"--out_dir={folder}", *GREEDY, stdin="hello\n/reset\n/temp 0.5\nhi\n/help\n/nope\n/quit\nhello\n")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    out = result.stdout
+    assert out.startswith(f"chatting with {folder} (context 64 tokens)")
+    assert "Good morrow." in out and "(conversation forgotten)" in out and "(temperature 0.5)" in out
+    assert "/reset" in out.split("(temperature 0.5)")[1] and "(unknown command /nope" in out
+    assert out.count("Good morrow.") == 1  # nothing after /quit is read
+
+
+def test_ctrl_d_and_ctrl_c_end_the_chat_cleanly(run):
+    _, _, folder = run
+    ctrl_d = chat(f"--out_dir={folder}", *GREEDY, stdin="hello\n")
+    assert ctrl_d.returncode == 0 and ctrl_d.stderr == "" and "Good morrow." in ctrl_d.stdout
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "chat.py"), f"--out_dir={folder}"], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("chatting with")  # waiting for the first line now
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and stderr == "", stderr
+
+
+def test_a_long_conversation_drops_its_oldest_messages_with_one_line(run):
+    _, _, folder = run
+    result = chat(f"--out_dir={folder}", *GREEDY, "--max_new_tokens=20", stdin="hello\nhi\nhello\nhi\n")
+    assert result.returncode == 0, result.stderr
+    dropped = re.findall(r"^(?:> )?\(dropped the (\d+) oldest messages to fit the context of 64 tokens\)$",
+                         result.stdout, re.MULTILINE)
+    assert dropped and all(int(n) % 2 == 0 for n in dropped), result.stdout  # whole exchanges
+
+
+def test_a_message_too_long_is_refused_and_the_chat_goes_on(run):
+    _, _, folder = run
+    result = chat(f"--out_dir={folder}", *GREEDY, stdin="x" * 60 + "\nhello\n")
+    assert result.returncode == 0, result.stderr
+    assert "(not sent: " in result.stdout and "block_size=64" in result.stdout and "Good morrow." in result.stdout
+    one_line_error(chat(f"--out_dir={folder}", *GREEDY, "--prompt=" + "x" * 60), "block_size=64")
+
+
+def test_a_run_without_a_chat_template_is_one_line(tmp_path):
+    tokenizer = CharTokenizer.train(ALPHABET)
+    save_checkpoint(str(tmp_path / "ckpt.safetensors"),
+                    GPT(GPTConfig(block_size=16, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=1, n_embd=8)),
+                    tokenizer)
+    one_line_error(chat(f"--out_dir={tmp_path}", "--prompt=hello"), f"{tmp_path} has no chat template",
+                   "--chat_file")
+
+
+@pytest.mark.parametrize("line, mentions", [
+    ("{not json", "line 2: not JSON"),
+    ('{"prompt": "hello"}', "line 2: expected an object"),
+    ('{"messages": [{"role": "king", "content": "hello"}]}', "line 2: message 1 has role 'king'"),
+])
+def test_a_malformed_prompts_line_is_one_line_naming_it(run, tmp_path, line, mentions):
+    _, _, folder = run
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"messages": CONVERSATIONS[0][:1]}) + "\n" + line + "\n", encoding="utf-8")
+    result = chat(f"--out_dir={folder}", f"--prompts_file={path}")
+    one_line_error(result, f"{path}, {mentions}")
+    assert result.stdout == ""  # every line is checked before any is answered
+
+
+def test_bad_options_are_one_line(run):
+    _, _, folder = run
+    one_line_error(chat(f"--out_dir={folder}", "--max_new_tokens=0"), "max_new_tokens")
+    one_line_error(chat("--out_dir=no-such-run", "--prompt=hi"), "no checkpoint")
+    one_line_error(chat(f"--out_dir={folder}", "--prompt=hi <|end|>"), "special token")
