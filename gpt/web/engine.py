@@ -128,8 +128,8 @@ class Engine:
             return len(self.running), len(self.waiting)
 
     def _loop(self):
-        with inference_mode(self.model):
-            while self._wait_for_work():
+        while self._wait_for_work():
+            with inference_mode(self.model):  # no_grad is global: held only while working, never while idle
                 self._run_calls()
                 try:
                     self._admit()
