@@ -261,7 +261,8 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("method, path, raw, status", BAD)
+@pytest.mark.parametrize("method, path, raw, status", BAD,
+                         ids=[f"{k}-{method}-{path}-{status}" for k, (method, path, _, status) in enumerate(BAD)])
 def test_bad_requests_get_a_4xx_one_line_json_error(chat_server, method, path, raw, status):
     got, headers, body = request(chat_server, method, path, raw=raw)
     assert got == status and headers["Content-Type"] == "application/json"

@@ -44,6 +44,7 @@ import threading
 from .engine import Engine, Job
 
 MAX_BODY = 1 << 20  # bytes: a longer request body is refused with 413
+DRAIN = 4 * MAX_BODY  # bytes of a refused body read before answering
 POLL_S = 0.25  # how often a waiting stream checks that its client is still there
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "index.html")
 CHAT_FIELDS = {"messages", "temperature", "top_k", "top_p", "max_new_tokens", "seed"}
@@ -202,6 +203,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             raise BadRequest("the request needs a Content-Length header with the size of its JSON body", 411) from None
         if not 0 <= length <= MAX_BODY:
+            self._discard(length)
             raise BadRequest(f"the body is {length} bytes; at most {MAX_BODY} are accepted", 413)
         try:
             body = json.loads(self.rfile.read(length))
@@ -216,6 +218,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if missing:
             raise BadRequest(f"missing field {missing[0]!r}")
         return body
+
+    def _discard(self, length):
+        """Read and drop a refused body of up to DRAIN bytes, so that a client still sending it reads the
+        refusal instead of a reset connection; a longer one is cut off when the connection closes."""
+        left = min(max(length, 0), DRAIN)
+        while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+            left -= len(chunk)
 
     def _send_json(self, obj, status=200):
         self._send(status, "application/json", json.dumps(obj).encode())
