@@ -62,7 +62,8 @@ def load_chat_model(cfg):
     if not has_chat_template(tokenizer):
         raise ValueError(f"{path} has no chat template (its tokenizer lacks <|user|>, <|assistant|>, <|end|>): "
                          f"fine-tune it on conversations with `python train.py --init_from={path} "
-                         "--chat_file=chats.jsonl`, or point --out_dir at a chat run such as chat_pipeline.py's")
+                         "--chat_file=chats.jsonl --out_dir=out-chat`, or point --out_dir at a chat run "
+                         "(chat_pipeline.py makes one)")
     return model, ChatTemplate(tokenizer)
 
 

@@ -12,6 +12,11 @@ sees the entire conversation at every step (generate would otherwise crop the pr
 left without saying so); trim_history makes a long conversation fit by dropping its oldest
 messages, the system message kept.
 
+A model may emit a special token in the middle of its reply, a role token such as <|user|> most
+likely (a small model does). The reply's text leaves such tokens out, as Hugging Face's
+decode(skip_special_tokens=True) does: a message's content may hold no special token, so the
+reply can always join the conversation as the assistant's message.
+
 generate_replies decodes conversations of different lengths together: each batch is left-padded
 to its longest prompt and the padding masked out (generate's attention_mask), so every row
 decodes exactly as if alone; at temperature 0 the replies equal generate_reply's one by one.
@@ -110,24 +115,33 @@ def left_pad(prompts, pad_id):
 
 
 def reply_of(template, new_ids):
-    """(text, reason) of the generated ids (n,): the text before <|end|>, "end" if it came, else "length"."""
+    """(text, reason) of the generated ids (n,): the text before <|end|> without special tokens,
+    and "end" if <|end|> came, else "length"."""
     new_ids = new_ids.tolist()
-    return template.decode_reply(new_ids), "end" if template.end_id in new_ids else "length"
+    skipped = mid_reply_specials(template)
+    return template.decode_reply([i for i in new_ids if i not in skipped]), \
+        "end" if template.end_id in new_ids else "length"
+
+
+def mid_reply_specials(template):
+    """The ids of every special token but <|end|>: left out of a reply's text (see the module docstring)."""
+    return frozenset(template.tokenizer.special_tokens.values()) - {template.end_id}
 
 
 class ReplyStream:
     """generate's stream callback for one row: passes each complete piece of reply text to `write`,
-    stopping at <|end|>."""
+    stopping at <|end|> and leaving out other special tokens."""
 
     def __init__(self, template, write):
         self.end_id, self.write = template.end_id, write
+        self.skipped = mid_reply_specials(template)
         self.text = TextStream(template.tokenizer)
         self.ended = False
 
     def __call__(self, column):  # column: (1,) the new token id
         token = int(column[0])
         self.ended = self.ended or token == self.end_id
-        if not self.ended and (piece := self.text.push([token])):
+        if not self.ended and token not in self.skipped and (piece := self.text.push([token])):
             self.write(piece)
 
     def close(self):

@@ -63,6 +63,24 @@ def test_a_sampled_reply_over_byte_tokens_streams_its_text():
     assert "".join(pieces) == text and reason in ("end", "length")
 
 
+def test_special_tokens_in_the_middle_of_a_reply_are_left_out_of_its_text(trained):
+    _, template = trained
+    ng.manual_seed(1)
+    model = GPT(GPTConfig(block_size=64, vocab_size=template.tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16))
+    prompt = template.prompt_ids(USER)
+    raw = model.generate(np.array([prompt]), 40, temperature=2.0, seed=9, eos_token_id=template.end_id)
+    raw = raw[0, len(prompt):].tolist()
+    roles = set(template.role_ids.values())
+    end = raw.index(template.end_id)
+    assert roles & set(raw[:end])  # the untrained model does emit a role token before its <|end|>
+    pieces = []
+    text, reason = generate_reply(model, template, USER, max_new_tokens=40, temperature=2.0, seed=9,
+                                  stream=pieces.append)
+    assert text == template.tokenizer.decode([i for i in raw[:end] if i not in roles]) == "".join(pieces)
+    assert reason == "end"
+    template.check(USER + [{"role": "assistant", "content": text}])  # the reply can join the conversation
+
+
 def test_batched_replies_equal_one_by_one_in_input_order(trained):
     model, template = trained
     conversations = [c[:-1] for c in CONVERSATIONS] + [USER, [{"role": "user", "content": "who art thou, friend"}]]
