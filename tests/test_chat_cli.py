@@ -59,11 +59,14 @@ def test_prompt_prints_the_reply_alone(run):
 
 def test_prompts_file_writes_the_one_by_one_replies_in_order(run, tmp_path):
     model, template, folder = run
-    conversations = [c[:-1] for c in CONVERSATIONS] + [CONVERSATIONS[0] + [{"role": "user", "content": "hi"}]]
+    long = CONVERSATIONS[0] + CONVERSATIONS[1] + CONVERSATIONS[0][:1]  # 52 tokens: with 30 more, over 64
+    conversations = [c[:-1] for c in CONVERSATIONS] + [CONVERSATIONS[0] + [{"role": "user", "content": "hi"}], long]
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations), encoding="utf-8")
     result = chat(f"--out_dir={folder}", *GREEDY, f"--prompts_file={path}", "--batch_size=2")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == f"{path}, line 5: dropped the 2 oldest messages to fit the context of 64 tokens\n"
+    conversations[-1] = long[2:]
     alone = [generate_reply(model, template, c, max_new_tokens=30)[0] for c in conversations]
     assert [json.loads(line) for line in result.stdout.splitlines()] == [{"reply": text} for text in alone]
     assert [text for text, _ in generate_replies(model, template, conversations, 30, batch_size=2)] == alone
@@ -101,11 +104,13 @@ def test_a_long_conversation_drops_its_oldest_messages_with_one_line(run):
     assert dropped and all(int(n) % 2 == 0 for n in dropped), result.stdout  # whole exchanges
 
 
-def test_a_message_too_long_is_refused_and_the_chat_goes_on(run):
+def test_a_message_too_long_or_with_unknown_characters_is_refused_and_the_chat_goes_on(run):
     _, _, folder = run
-    result = chat(f"--out_dir={folder}", *GREEDY, stdin="x" * 60 + "\nhello\n")
+    result = chat(f"--out_dir={folder}", *GREEDY, stdin="x" * 60 + "\nhé\nhello\n")
     assert result.returncode == 0, result.stderr
-    assert "(not sent: " in result.stdout and "block_size=64" in result.stdout and "Good morrow." in result.stdout
+    refused = [line for line in result.stdout.splitlines() if "(not sent: " in line]
+    assert len(refused) == 2 and "block_size=64" in refused[0] and "'é'" in refused[1], result.stdout
+    assert "Good morrow." in result.stdout
     one_line_error(chat(f"--out_dir={folder}", *GREEDY, "--prompt=" + "x" * 60), "block_size=64")
 
 
