@@ -56,7 +56,7 @@ def main(argv):
     mode = "chat" if served.chat else "no chat template: the page continues the text of your last message"
     print(f"serving {served.name} ({served.health()['n_params']:,} parameters; {mode}) at http://{host}:{port}")
     if not is_loopback(cfg.host):
-        print(f"warning: --host={cfg.host} exposes the model to the network: anyone who reaches this machine can use it")
+        print(f"warning: --host={cfg.host} exposes the model to the network: anyone who can reach it can use it")
     sys.stdout.flush()
     try:
         server.serve_forever()
