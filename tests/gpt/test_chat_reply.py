@@ -107,7 +107,8 @@ def test_trim_history_drops_the_oldest_exchanges_and_keeps_the_system_message(tr
     messages = history(6)
     kept, dropped = trim_history(template, messages, block_size=64, max_new_tokens=10)
     assert dropped > 0 and dropped % 2 == 0 and kept == messages[:1] + messages[1 + dropped:]
-    assert len(template.prompt_ids(kept)) + 10 <= 64 < len(template.prompt_ids(messages[:1] + messages[dropped - 1:])) + 10
+    one_more_exchange = messages[:1] + messages[1 + dropped - 2:]
+    assert len(template.prompt_ids(kept)) + 10 <= 64 < len(template.prompt_ids(one_more_exchange)) + 10
     assert trim_history(template, messages, block_size=1000, max_new_tokens=10) == (messages, 0)
 
 
