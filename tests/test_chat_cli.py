@@ -1,5 +1,6 @@
 """chat.py end to end on a tiny chat model: the scripted modes against the library's replies, an
-interactive session driven through stdin, trimming, Ctrl-C, and bad input in one line, exit 2.
+interactive session driven through stdin, trimming, Ctrl-C, a GPT-2 directory with the chat
+tokens, and bad input in one line, exit 2.
 
 The model (tests/gpt/tiny_chat.py) is trained in about a second and saved as a checkpoint; each
 case is one subprocess, because what the user sees (stdout, one line on stderr, the exit code)
@@ -14,10 +15,13 @@ import sys
 
 import pytest
 
+import nanograd as ng
+from gpt import hf
+from gpt.chat import ChatTemplate, add_chat_tokens
 from gpt.chat.reply import generate_replies, generate_reply
 from gpt.checkpoint import save_checkpoint
 from gpt.model import GPT, GPTConfig
-from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer import BPETokenizer, CharTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "gpt"))
@@ -112,6 +116,18 @@ def test_a_message_too_long_or_with_unknown_characters_is_refused_and_the_chat_g
     assert len(refused) == 2 and "block_size=64" in refused[0] and "'é'" in refused[1], result.stdout
     assert "Good morrow." in result.stdout
     one_line_error(chat(f"--out_dir={folder}", *GREEDY, "--prompt=" + "x" * 60), "block_size=64")
+
+
+def test_a_hugging_face_directory_with_the_chat_tokens_chats(tmp_path):
+    template = ChatTemplate(add_chat_tokens(BPETokenizer.train(ALPHABET * 4, vocab_size=280)))
+    ng.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, vocab_size=template.tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16))
+    hf.save(model, template.tokenizer, str(tmp_path / "gpt2-chat"))
+    result = chat(f"--init_from={tmp_path / 'gpt2-chat'}", "--temperature=0", "--max_new_tokens=10", "--prompt=hi")
+    assert result.returncode == 0, result.stderr
+    loaded, tokenizer = hf.load_pretrained(str(tmp_path / "gpt2-chat"))
+    text, _ = generate_reply(loaded, ChatTemplate(tokenizer), [{"role": "user", "content": "hi"}], max_new_tokens=10)
+    assert result.stdout == text + "\n"
 
 
 def test_a_run_without_a_chat_template_is_one_line(tmp_path):
