@@ -21,8 +21,8 @@ Split: the last val_fraction of the lines (at least one) are the validation set,
 written in random order gives a random split. Every bad line is a one-line DataError naming
 the file and line.
 
-Left out: packing several examples per row (with attention masks), chat templates, multi-turn
-conversations, weighting examples.
+Left out: packing several examples per row, chat templates and multi-turn conversations
+(gpt/chat/ has all three, for conversations), weighting examples.
 """
 import json
 

@@ -25,6 +25,13 @@ minus one, at most block_size.
 The set-aside rule favours short conversations slightly: a long one is more often the one
 that fits nowhere once rows are nearly full. One conversation per batch is set aside.
 
+Measured: packed is 1.57 times the useful (target) tokens/s of one conversation per padded
+row (1.62 in a second run), training a 4x128 char model on Shakespeare speeches made into
+1- to 3-exchange conversations (median 247 tokens, 10% 78, 90% 443) in rows of 513 tokens:
+positions 89% conversation tokens packed, 59% padded; a training step (forward and
+backward) over the same 14.2 conversations on average took 2107 ms packed in 8 rows, 3306 ms
+padded (`nice -n 10 python benchmarks/chat_packing.py`, 2026-12-07, AMD EPYC, AVX-512, 2 cores).
+
 Split: the last val_fraction of the lines (at least one) are the validation set, as in
 gpt/sft.py. Every bad line (not JSON, no "messages" list, a bad message, no assistant message,
 or, from check_length, longer than block_size + 1 tokens) is a one-line DataError naming the

@@ -7,7 +7,8 @@ tokens -> ids) and their JSON body; this module does the rest:
 - special tokens (e.g. "<|endoftext|>") are cut out of the text before the subclass sees it,
   with tiktoken's rules: `allowed_special` says which are encoded as their own id,
   `disallowed_special` (default "all" = every special not allowed) which raise when they
-  appear; pass `disallowed_special=()` to encode them as ordinary text;
+  appear; pass `disallowed_special=()` to encode them as ordinary text; `with_special_tokens`
+  gives a copy with more specials, after every existing id (gpt/chat adds its chat tokens so);
 - `decode` joins the tokens' bytes and replaces broken UTF-8 with U+FFFD, as GPT-2 does;
 - save/load: one JSON file, {"format", "version", "type", ...}; `load_tokenizer` picks the
   class from "type";
