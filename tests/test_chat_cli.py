@@ -2,10 +2,12 @@
 interactive session driven through stdin, trimming, Ctrl-C, a GPT-2 directory with the chat
 tokens, and bad input in one line, exit 2.
 
-The model (tests/gpt/tiny_chat.py) is trained in about a second and saved as a checkpoint; each
-case is one subprocess, because what the user sees (stdout, one line on stderr, the exit code)
-is the thing under test.
+The model (tests/gpt/tiny_chat.py) is trained in about a second and saved as a checkpoint. What
+the user sees (stdout, one line on stderr, the exit code) is the thing under test: most cases
+run chat.py's main in this process through run_main, with stdin replaced; the interactive
+session, Ctrl-C and one exit code run it as a subprocess.
 """
+import io
 import json
 import os
 import re
@@ -20,11 +22,14 @@ from gpt import hf
 from gpt.chat import ChatTemplate, add_chat_tokens
 from gpt.chat.reply import generate_replies, generate_reply
 from gpt.checkpoint import save_checkpoint
+from gpt.cli import run_main
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import BPETokenizer, CharTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "gpt"))
+import chat as chat_script  # noqa: E402
 from tiny_chat import ALPHABET, CONVERSATIONS, chat_model  # noqa: E402
 
 GREEDY = ["--temperature=0", "--max_new_tokens=30"]
@@ -40,8 +45,25 @@ def run(tmp_path_factory):
 
 
 def chat(*args, stdin=None):
+    """chat.py in a subprocess: what a user sees, real signals and exit codes."""
     return subprocess.run([sys.executable, os.path.join(ROOT, "chat.py"), *args], input=stdin, capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
+
+
+@pytest.fixture
+def chat_here(capsys, monkeypatch):
+    """chat.py's main in this process through run_main, as `chat` returns it (a CompletedProcess), in a
+    fraction of the time."""
+    def run(*args, stdin=""):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        try:
+            run_main(chat_script.main, list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+    return run
 
 
 def one_line_error(result, *mentions):
@@ -51,23 +73,23 @@ def one_line_error(result, *mentions):
         assert text in result.stderr, result.stderr
 
 
-def test_prompt_prints_the_reply_alone(run):
+def test_prompt_prints_the_reply_alone(run, chat_here):
     model, template, folder = run
     for messages in CONVERSATIONS:
         system = [f"--system={messages[0]['content']}"] if messages[0]["role"] == "system" else []
-        result = chat(f"--out_dir={folder}", *GREEDY, *system, f"--prompt={messages[-2]['content']}")
+        result = chat_here(f"--out_dir={folder}", *GREEDY, *system, f"--prompt={messages[-2]['content']}")
         assert result.returncode == 0, result.stderr
         text, _ = generate_reply(model, template, messages[:-1], max_new_tokens=30)
         assert result.stdout == text + "\n" == messages[-1]["content"] + "\n"
 
 
-def test_prompts_file_writes_the_one_by_one_replies_in_order(run, tmp_path):
+def test_prompts_file_writes_the_one_by_one_replies_in_order(run, tmp_path, chat_here):
     model, template, folder = run
     long = CONVERSATIONS[0] + CONVERSATIONS[1] + CONVERSATIONS[0][:1]  # 52 tokens: with 30 more, over 64
     conversations = [c[:-1] for c in CONVERSATIONS] + [CONVERSATIONS[0] + [{"role": "user", "content": "hi"}], long]
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations), encoding="utf-8")
-    result = chat(f"--out_dir={folder}", *GREEDY, f"--prompts_file={path}", "--batch_size=2")
+    result = chat_here(f"--out_dir={folder}", *GREEDY, f"--prompts_file={path}", "--batch_size=2")
     assert result.returncode == 0, result.stderr
     assert result.stderr == f"{path}, line 5: dropped the 2 oldest messages to fit the context of 64 tokens\n"
     conversations[-1] = long[2:]
@@ -99,31 +121,31 @@ def test_ctrl_d_and_ctrl_c_end_the_chat_cleanly(run):
     assert proc.returncode == 0 and stderr == "", stderr
 
 
-def test_a_long_conversation_drops_its_oldest_messages_with_one_line(run):
+def test_a_long_conversation_drops_its_oldest_messages_with_one_line(run, chat_here):
     _, _, folder = run
-    result = chat(f"--out_dir={folder}", *GREEDY, "--max_new_tokens=20", stdin="hello\nhi\nhello\nhi\n")
+    result = chat_here(f"--out_dir={folder}", *GREEDY, "--max_new_tokens=20", stdin="hello\nhi\nhello\nhi\n")
     assert result.returncode == 0, result.stderr
     dropped = re.findall(r"^(?:> )?\(dropped the (\d+) oldest messages to fit the context of 64 tokens\)$",
                          result.stdout, re.MULTILINE)
     assert dropped and all(int(n) % 2 == 0 for n in dropped), result.stdout  # whole exchanges
 
 
-def test_a_message_too_long_or_with_unknown_characters_is_refused_and_the_chat_goes_on(run):
+def test_a_message_too_long_or_with_unknown_characters_is_refused_and_the_chat_goes_on(run, chat_here):
     _, _, folder = run
-    result = chat(f"--out_dir={folder}", *GREEDY, stdin="x" * 60 + "\nhé\nhello\n")
+    result = chat_here(f"--out_dir={folder}", *GREEDY, stdin="x" * 60 + "\nhé\nhello\n")
     assert result.returncode == 0, result.stderr
     refused = [line for line in result.stdout.splitlines() if "(not sent: " in line]
     assert len(refused) == 2 and "block_size=64" in refused[0] and "'é'" in refused[1], result.stdout
     assert "Good morrow." in result.stdout
-    one_line_error(chat(f"--out_dir={folder}", *GREEDY, "--prompt=" + "x" * 60), "block_size=64")
+    one_line_error(chat_here(f"--out_dir={folder}", *GREEDY, "--prompt=" + "x" * 60), "block_size=64")
 
 
-def test_a_hugging_face_directory_with_the_chat_tokens_chats(tmp_path):
+def test_a_hugging_face_directory_with_the_chat_tokens_chats(tmp_path, chat_here):
     template = ChatTemplate(add_chat_tokens(BPETokenizer.train(ALPHABET * 4, vocab_size=280)))
     ng.manual_seed(0)
     model = GPT(GPTConfig(block_size=64, vocab_size=template.tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16))
     hf.save(model, template.tokenizer, str(tmp_path / "gpt2-chat"))
-    result = chat(f"--init_from={tmp_path / 'gpt2-chat'}", "--temperature=0", "--max_new_tokens=10", "--prompt=hi")
+    result = chat_here(f"--init_from={tmp_path / 'gpt2-chat'}", "--temperature=0", "--max_new_tokens=10", "--prompt=hi")
     assert result.returncode == 0, result.stderr
     loaded, tokenizer = hf.load_pretrained(str(tmp_path / "gpt2-chat"))
     text, _ = generate_reply(loaded, ChatTemplate(tokenizer), [{"role": "user", "content": "hi"}], max_new_tokens=10)
@@ -144,17 +166,16 @@ def test_a_run_without_a_chat_template_is_one_line(tmp_path):
     ('{"prompt": "hello"}', "line 2: expected an object"),
     ('{"messages": [{"role": "king", "content": "hello"}]}', "line 2: message 1 has role 'king'"),
 ])
-def test_a_malformed_prompts_line_is_one_line_naming_it(run, tmp_path, line, mentions):
+def test_a_malformed_prompts_line_is_one_line_naming_it(run, tmp_path, line, mentions, chat_here):
     _, _, folder = run
     path = tmp_path / "in.jsonl"
     path.write_text(json.dumps({"messages": CONVERSATIONS[0][:1]}) + "\n" + line + "\n", encoding="utf-8")
-    result = chat(f"--out_dir={folder}", f"--prompts_file={path}")
+    result = chat_here(f"--out_dir={folder}", f"--prompts_file={path}")
     one_line_error(result, f"{path}, {mentions}")
     assert result.stdout == ""  # every line is checked before any is answered
 
 
-def test_bad_options_are_one_line(run):
+def test_bad_options_are_one_line(run, chat_here):
     _, _, folder = run
-    one_line_error(chat(f"--out_dir={folder}", "--max_new_tokens=0"), "max_new_tokens")
-    one_line_error(chat("--out_dir=no-such-run", "--prompt=hi"), "no checkpoint")
-    one_line_error(chat(f"--out_dir={folder}", "--prompt=hi <|end|>"), "special token")
+    one_line_error(chat_here("--out_dir=no-such-run", "--prompt=hi"), "no checkpoint")
+    one_line_error(chat_here(f"--out_dir={folder}", "--prompt=hi <|end|>"), "special token")
