@@ -37,7 +37,7 @@ def generate_reply(model, template, messages, max_new_tokens=256, temperature=0,
 
     temperature 0 is greedy; top_k, top_p None for off; seed as gpt.generate's. stream(str) is
     called with each piece of the reply's text as it is generated (complete characters only,
-    never the <|end|>); the pieces join into `text`.
+    no special token); the pieces join into `text`.
     """
     prompt = template.prompt_ids(messages)
     check_fits(len(prompt), max_new_tokens, model.config.block_size)
