@@ -38,6 +38,7 @@ import train
 from gpt.cli import run_main
 from gpt.config import ConfigError, option, parse
 from gpt.inspect import pyplot
+from gpt.rundir import check_writable
 from gpt.tasks import read_evaluations
 from gpt.tasks.addition import sequence_length
 
@@ -164,6 +165,9 @@ def main(argv):
         cfg = parse(ScalingConfig, [PRESETS[cfg.task]] + argv, "scaling.py")
     sizes = parse_sizes(QUICK_SIZES[cfg.task] if cfg.quick else cfg.sizes)
     iters = 15 if cfg.quick else cfg.iters
+    for option_name, path in (("--out_dir", cfg.out_dir), ("--results_dir", cfg.results_dir)):
+        if path:
+            check_writable(path, option_name)  # before any training, not at the first write
     os.makedirs(cfg.out_dir, exist_ok=True)
     results_dir = cfg.results_dir or cfg.out_dir
     os.makedirs(results_dir, exist_ok=True)

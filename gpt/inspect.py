@@ -34,6 +34,7 @@ from gpt import interp
 from gpt.cli import run_main
 from gpt.config import DEFAULT_OUT_DIR, ConfigError, option, parse
 from gpt.extras import require
+from gpt.rundir import check_writable
 from nanograd import backend
 
 COMMANDS = {  # name -> what it shows, for --help
@@ -76,8 +77,11 @@ def main(argv):
         print("commands:\n" + "\n".join(f"  {name:<{width}}{what}" for name, what in COMMANDS.items()) + "\n")
         parse(InspectConfig, ["--help"], "-m gpt.inspect COMMAND")
     command, cfg = argv[0], parse(InspectConfig, argv[1:], f"-m gpt.inspect {argv[0]}")
+    image = cfg.image  # as given
     if cfg.image and not os.path.dirname(cfg.image) and not cfg.init_from:
         cfg.image = os.path.join(cfg.out_dir.split(",")[0], cfg.image)  # a bare name: the PNG belongs with its run
+    if cfg.image and (cfg.image == image or os.path.isdir(os.path.dirname(os.path.abspath(cfg.image)))):
+        check_writable(cfg.image, "--image", folder=False)  # now, not after the work (a missing run folder: load's)
     if command not in COMMANDS:
         raise ConfigError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)}")
     if command == "plot-metrics":

@@ -153,23 +153,33 @@ def test_full_disk_during_an_hf_export_leaves_no_partial_file(tmp_path, tmpfs):
 
 
 # ---- read-only and missing folders ------------------------------------------------------------
-def test_a_read_only_out_dir_is_one_line_before_any_work(tmp_path, tmpfs, text_file):
+def test_a_read_only_folder_for_an_output_option_is_one_line_before_any_work(tmp_path, tmpfs, text_file):
     folder = tmpfs(tmp_path / "ro", "64k", read_only=True)
-    for out in (folder, os.path.join(folder, "run")):
+    commands = [(["train.py", *TINY, f"--data_file={text_file}"], "--out_dir", folder),
+                (["train.py", *TINY, f"--data_file={text_file}"], "--out_dir", os.path.join(folder, "run")),
+                (["scaling.py", "--quick=true", f"--data_file={text_file}", f"--out_dir={tmp_path / 'scaling'}"],
+                 "--results_dir", os.path.join(folder, "results")),
+                (["-m", "gpt.inspect", "attention"], "--image", os.path.join(folder, "attn.png"))]
+    for argv, option, path in commands:
         start_time = time.time()
-        line = one_error_line(train(f"--data_file={text_file}", f"--out_dir={out}"))
-        assert line == f"error: --out_dir={out}: {folder} is on a read-only file system: choose another --out_dir"
-        assert time.time() - start_time < 10
+        result = subprocess.run([sys.executable, *argv, f"{option}={path}"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60, env=ENV)
+        assert one_error_line(result) == f"error: {option}={path}: {folder} is on a read-only file system: " \
+                                         f"choose another {option}"
+        assert time.time() - start_time < 10 and not os.path.exists(tmp_path / "scaling")
 
 
-def test_an_output_path_under_a_file_or_a_missing_folder_is_one_line(tmp_path, text_file):
+def test_an_output_path_under_a_file_or_in_a_missing_folder_is_one_line(tmp_path, text_file):
     line = one_error_line(train(f"--data_file={text_file}", f"--out_dir={text_file}/run"))
     assert line == f"error: --out_dir={text_file}/run: {text_file} is a file, not a folder: choose another --out_dir"
-    with pytest.raises(RunFolderError, match=r"^--report=.*/missing/report\.json: its folder .*/missing does not "
-                                             "exist: create it or choose another path$"):
-        check_writable(tmp_path / "missing" / "report.json", "--report", folder=False)
-    check_writable(tmp_path / "report.json", "--report", folder=False)
-    check_writable(tmp_path / "new" / "deeper", "--out_dir")  # a folder that can be created
+    image = tmp_path / "missing" / "attn.png"
+    result = subprocess.run([sys.executable, "-m", "gpt.inspect", "attention", f"--image={image}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, env=ENV)
+    assert one_error_line(result) == (f"error: --image={image}: its folder {image.parent} does not exist: create it "
+                                      "or choose another path")
+    check_writable(tmp_path / "new" / "deeper", "--out_dir")  # a folder that will be created is fine
+    with pytest.raises(RunFolderError, match="is a folder: give a file name"):
+        check_writable(tmp_path, "--image", folder=False)
 
 
 # ---- one run per folder -----------------------------------------------------------------------
