@@ -56,20 +56,20 @@ def check_writable(path, option, folder=True):
     """RunFolderError, naming `option`, unless `path` can be written: a folder (`folder`), or a
     file, which is created or replaced. A missing folder is fine if the nearest existing folder
     above it is writable (it will be created); a file's own folder must exist."""
-    path = os.path.abspath(path)
+    shown, path = os.fspath(path), os.path.abspath(path)
     target = path if folder else os.path.dirname(path)
-    if not folder and not os.path.isdir(target):
-        raise RunFolderError(f"{option}={path}: its folder {target} does not exist: create it or choose another path")
+    if not folder and not os.path.exists(target):
+        raise RunFolderError(f"{option}={shown}: its folder {target} does not exist: create it or choose another path")
     existing = target
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise RunFolderError(f"{option}={path}: {existing} is a file, not a folder: choose another {option}")
+        raise RunFolderError(f"{option}={shown}: {existing} is a file, not a folder: choose another {option}")
     if not os.access(existing, os.W_OK | os.X_OK):
         why = "on a read-only file system" if _read_only(existing) else "not writable by this user"
-        raise RunFolderError(f"{option}={path}: {existing} is {why}: choose another {option}")
+        raise RunFolderError(f"{option}={shown}: {existing} is {why}: choose another {option}")
     if not folder and os.path.isdir(path):
-        raise RunFolderError(f"{option}={path} is a folder: give a file name")
+        raise RunFolderError(f"{option}={shown} is a folder: give a file name")
 
 
 def _read_only(path):

@@ -119,7 +119,7 @@ class DiskFullError(ValueError):
 
 # the name atomic_write gives a file while it is being written: "<path>.tmp-<12 hex digits>"
 TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{12}$")
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no space, or over a quota
 
 
 @contextlib.contextmanager
