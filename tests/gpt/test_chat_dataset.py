@@ -25,8 +25,7 @@ def conversation(k):
     """A conversation of 1 to 3 exchanges with an optional system message, its size set by k."""
     messages = [{"role": "system", "content": "be brief"}] if k % 3 == 0 else []
     for turn in range(1 + k % 3):
-        messages += [{"role": "user", "content": f"q{'u' * (k % 5)} {turn}?".replace("0", "o").replace("1", "i")
-                      .replace("2", "z")},
+        messages += [{"role": "user", "content": f"q{'u' * (k % 5)} {'xyz'[turn]}?"},
                      {"role": "assistant", "content": "a" * (1 + (k + turn) % 7) + "."}]
     return messages
 

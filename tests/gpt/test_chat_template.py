@@ -3,6 +3,7 @@ the rendered layout and its target mask, message validation, and the Jinja templ
 against transformers' apply_chat_template.
 """
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -145,7 +146,6 @@ def test_export_writes_the_template_and_import_reads_the_chat_tokens_back(export
 
 
 def test_a_foreign_chat_template_warns_on_import(exported, tmp_path):
-    import shutil
     shutil.copytree(exported, tmp_path / "other")
     with open(tmp_path / "other" / "tokenizer_config.json", "r+") as f:
         config = json.load(f) | {"chat_template": "{{ messages }}"}
@@ -156,12 +156,12 @@ def test_a_foreign_chat_template_warns_on_import(exported, tmp_path):
 
 @pytest.mark.parametrize("generation_prompt", [False, True])
 def test_transformers_renders_and_tokenizes_as_we_do(exported, generation_prompt):
-    transformers = pytest.importorskip("transformers")
+    transformers, jinja2 = pytest.importorskip("transformers"), pytest.importorskip("jinja2")
     theirs = transformers.AutoTokenizer.from_pretrained(exported)
     template = ChatTemplate(BPE)
     ours = template.prompt_ids(CONVERSATION) if generation_prompt else template.render(CONVERSATION)[0]
     text = theirs.apply_chat_template(CONVERSATION, tokenize=False, add_generation_prompt=generation_prompt)
     assert text == BPE.decode(ours)
     assert theirs(text, add_special_tokens=False)["input_ids"] == ours
-    with pytest.raises(Exception, match="only the first message may be a system message"):
+    with pytest.raises(jinja2.TemplateError, match="only the first message may be a system message"):
         theirs.apply_chat_template(CONVERSATION[1:] + CONVERSATION[:1], tokenize=False)
