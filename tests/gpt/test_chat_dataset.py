@@ -1,6 +1,7 @@
 """Packed chat data: the loss on every assistant turn and nothing else, first-fit packing
 (segments, whole conversations, every target kept), bad lines, the same loss and gradients as
-one conversation per row, and train.py --chat_file end to end with an exact resume.
+one conversation per row, and train.py --chat_file end to end (a checkpoint with an exact
+resume, a GPT-2 directory whose embedding grows).
 """
 import json
 import os
@@ -10,10 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from gpt.chat import ChatDataset, ChatTemplate, add_chat_tokens
+from gpt import hf
+from gpt.chat import ChatDataset, ChatTemplate, add_chat_tokens, has_chat_template
 from gpt.chat.dataset import pack
 from gpt.data import DataError
-from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer import BPETokenizer, CharTokenizer
 from tiny import tiny_model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -182,3 +184,16 @@ def test_train_py_chat_file_adds_the_tokens_and_resumes_exactly(tmp_path):
     result = train(f"--init_from={pre}", f"--chat_file={bad}", f"--out_dir={tmp_path / 'bad'}", "--max_iters=1")
     assert result.returncode == 2 and result.stderr.strip() == f"error: {bad}, line 2: not JSON (Expecting " \
         "property name enclosed in double quotes)"
+
+
+def test_train_py_chat_file_grows_a_gpt2_directory(tmp_path):
+    bpe = BPETokenizer.train(TEXT * 50 + " ".join(m["content"] for c in CONVERSATIONS for m in c), 300)
+    source = str(tmp_path / "gpt2")
+    hf.save(tiny_model(vocab_size=bpe.vocab_size, block_size=64, n_embd=16), bpe, source)
+    chats = write_jsonl(tmp_path / "chats.jsonl", [{"messages": c} for c in CONVERSATIONS])
+    out = str(tmp_path / "out")
+    result = train(f"--init_from={source}", f"--chat_file={chats}", f"--out_dir={out}", "--max_iters=2")
+    assert result.returncode == 0, result.stderr
+    assert f"added the chat tokens: vocab {bpe.vocab_size} -> {bpe.vocab_size + 4}" in result.stdout
+    model, tok = hf.load_pretrained(out)
+    assert model.config.vocab_size == tok.vocab_size == bpe.vocab_size + 4 and has_chat_template(tok)
