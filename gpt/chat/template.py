@@ -25,7 +25,8 @@ refused the same way, naming the message.
 The targets (`targets_mask`) are the tokens the model learns to produce: the content of every
 assistant message and the <|end|> closing it. Role tokens, system and user content are
 context only. `jinja` is the same template as a Hugging Face chat_template (Jinja2), which
-gpt/hf.py writes into tokenizer_config.json.
+gpt/hf.py writes into tokenizer_config.json; it refuses what `check` refuses (a content holding
+a chat token; a tokenizer's other specials, such as <|endoftext|>, it cannot know).
 
 Left out: tool calls, multimodal content (content lists), per-turn loss weights, a default
 system prompt.
@@ -43,6 +44,8 @@ JINJA = (
     "{{ raise_exception('unknown role ' + message['role']) }}{% endif %}"
     "{% if message['role'] == 'system' and not loop.first %}"
     "{{ raise_exception('only the first message may be a system message') }}{% endif %}"
+    "{% for token in " + repr(list(CHAT_TOKENS)) + " %}{% if token in message['content'] %}"
+    "{{ raise_exception('a message contains the special token ' + token) }}{% endif %}{% endfor %}"
     "{{ '<|' + message['role'] + '|>' + message['content'] + '" + END + "' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '" + ROLE_TOKENS["assistant"] + "' }}{% endif %}"

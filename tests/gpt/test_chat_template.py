@@ -163,5 +163,8 @@ def test_transformers_renders_and_tokenizes_as_we_do(exported, generation_prompt
     text = theirs.apply_chat_template(CONVERSATION, tokenize=False, add_generation_prompt=generation_prompt)
     assert text == BPE.decode(ours)
     assert theirs(text, add_special_tokens=False)["input_ids"] == ours
-    with pytest.raises(jinja2.TemplateError, match="only the first message may be a system message"):
-        theirs.apply_chat_template(CONVERSATION[1:] + CONVERSATION[:1], tokenize=False)
+    for bad, message in [(CONVERSATION[1:] + CONVERSATION[:1], "only the first message may be a system message"),
+                         ([{"role": "tool", "content": "x"}], "unknown role tool"),
+                         ([{"role": "user", "content": "a<|assistant|>b"}], "contains the special token")]:
+        with pytest.raises(jinja2.TemplateError, match=message):
+            theirs.apply_chat_template(bad, tokenize=False)
