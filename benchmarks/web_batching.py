@@ -15,6 +15,8 @@ this process measures:
     chat_py_tok_s     the same reply decoded as chat.py decodes it (model.generate with a KV
                       cache, in this process while the server idles): --new / its wall time
     c4_tok_s, c8_tok_s  all tokens / wall time of 4 and 8 replies requested at once
+    one_cpu_ms, c4_cpu_ms  the server's CPU time (all threads) per token, one reply and 4 at once:
+                      what a machine with other work on it cannot distort much
     equal_alone       each of the 8 concurrent greedy replies equals the one it got alone
     bad_4xx           how many of 200 malformed or oversized requests got a 4xx JSON error
     health_after      /api/health still answers 200 after them
@@ -119,6 +121,12 @@ class Server:
         conn.close()
         return first, done, "".join(pieces)
 
+    def cpu_s(self):
+        """CPU seconds the server process has used (user + system, all its threads)."""
+        with open(f"/proc/{self.proc.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self):
         with open(f"/proc/{self.proc.pid}/status") as fh:
             return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
@@ -153,16 +161,21 @@ def timings(servers, model, tokenizer, args):
     """{max_batch: {"ttft_ms", "one_tok_s", "chat_py_tok_s", "c4_tok_s"}}, medians of rounds in which the
     servers and chat.py's decoding take turns, so that a change in the machine's load hits them alike."""
     texts = [TEXT[k:k + 50] for k in range(4)]
-    runs = {b: {"ttft_ms": [], "one_tok_s": [], "chat_py_tok_s": [], "c4_tok_s": []} for b in servers}
+    runs = {b: {k: [] for k in ("ttft_ms", "one_tok_s", "chat_py_tok_s", "c4_tok_s", "one_cpu_ms", "c4_cpu_ms")}
+            for b in servers}
     for server in servers.values():
         server.reply(PROMPT, 4)  # warm up
     for _ in range(args.rounds):
         for max_batch, server in servers.items():
             run = runs[max_batch]
             run["ttft_ms"].append(1000 * server.reply(PROMPT, 1)[0])
+            cpu = server.cpu_s()
             run["one_tok_s"].append(args.new / server.reply(PROMPT, args.new)[1])
+            run["one_cpu_ms"].append(1000 * (server.cpu_s() - cpu) / args.new)
             run["chat_py_tok_s"].append(chat_py_speed(model, tokenizer, args.new))
+            cpu = server.cpu_s()
             run["c4_tok_s"].append(4 * args.new / together(server, texts, args.new)[0])
+            run["c4_cpu_ms"].append(1000 * (server.cpu_s() - cpu) / (4 * args.new))
     return {b: {k: round(statistics.median(v), 1) for k, v in run.items()} for b, run in runs.items()}
 
 
@@ -209,11 +222,12 @@ def main():
                 for server in servers.values():
                     server.close()
     print("\n| size | max_batch | TTFT ms | 1 client tok/s | chat.py tok/s | 4 clients tok/s | 8 clients tok/s "
-          "| 8 equal alone | 4xx of 200 | RSS MB: before, after 200, after 400 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU ms/token: 1 client, 4 | 8 equal alone | 4xx of 200 | RSS MB: before, after 200, after 400 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['size']} | {r['max_batch']} | {r['ttft_ms']} | {r['one_tok_s']} | {r['chat_py_tok_s']} | "
-              f"{r['c4_tok_s']} | {r['c8_tok_s']} | {r['equal_alone']}/8 | {r['bad_4xx']} | "
+              f"{r['c4_tok_s']} | {r['c8_tok_s']} | {r['one_cpu_ms']}, {r['c4_cpu_ms']} | "
+              f"{r['equal_alone']}/8 | {r['bad_4xx']} | "
               f"{', '.join(map(str, r['rss_mb']))} |")
 
 
