@@ -186,10 +186,10 @@ class HookScope:
 def attention_pattern(q, k, segments=None):
     """The fused op's pattern as a differentiable Tensor: softmax(Q K^T / sqrt(D) + causal [+ segment] mask).
 
-    q (B, H, Tq, D), k (B, H, Tk, D), segments None or (B, Tk) -> (B, H, Tq, Tk). Same arithmetic, in the same order, as
-    nanograd.attention.attention_pattern, so `pattern @ v` reproduces the fused output (exactly
-    below 2 * attention.TILE positions; beyond, the fused op's causal tiles sum shorter rows,
-    which can differ in the last bit).
+    q (B, H, Tq, D), k (B, H, Tk, D), segments None or ids (B, Tk) -> (B, H, Tq, Tk). Same
+    arithmetic, in the same order, as nanograd.attention.attention_pattern, so `pattern @ v`
+    reproduces the fused output (exactly below 2 * attention.TILE positions; beyond, the fused
+    op's causal tiles sum shorter rows, which can differ in the last bit).
     """
     xp = backend.get_array_module(q.data)
     s = (q * (1 / math.sqrt(q.shape[-1]))) @ k.transpose(0, 1, 3, 2)  # (B, H, Tq, Tk)

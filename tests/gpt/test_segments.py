@@ -3,7 +3,9 @@
 A row holding A then B, with segment ids, must give the logits of A alone and of B alone
 (fast path, hooked path, KV cache), and in float64 the same loss and gradients as one
 sequence per row with padding. The fused op with segments is checked against the hooked
-pattern past its causal tiles. Tiny models only, so the file takes seconds.
+pattern past its causal tiles. generate's attention_mask (left padding as a segment) must
+decode every prompt of a batch as it decodes alone; resize_token_embeddings grows the
+vocabulary. Tiny models only, so the file takes seconds.
 """
 import numpy as np
 import pytest
@@ -127,8 +129,8 @@ def left_padded(prompts, pad_id):
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
-@pytest.mark.parametrize("options", [{}, dict(repetition_penalty=1.5, no_repeat_ngram_size=2), dict(no_repeat_ngram_size=1),
-                                     dict(num_beams=3)])
+@pytest.mark.parametrize("options", [{}, dict(repetition_penalty=1.5, no_repeat_ngram_size=2),
+                                     dict(no_repeat_ngram_size=1), dict(num_beams=3)])
 def test_padded_batch_decodes_each_prompt_as_alone(use_cache, options):
     """12 new tokens: every row's window slides past block_size, the long prompt's from the start."""
     model = tiny_model().astype(np.float64)  # float64: no near-ties decided by rounding
