@@ -12,7 +12,7 @@ import pytest
 
 import nanograd as ng
 from gpt.model import attention_pattern
-from nanograd import attention
+from nanograd import attention, backend
 from nanograd import functional as F
 
 from tiny import random_ids, tiny_model  # noqa: E402
@@ -26,8 +26,8 @@ def logits_of(model, idx, **kwargs):
     return model(idx, **kwargs)[0].numpy()
 
 
-def test_packed_row_gives_the_logits_of_each_sequence_alone():
-    model = tiny_model()
+def test_packed_row_gives_the_logits_of_each_sequence_alone(device):
+    model = tiny_model().to(device)
     packed = logits_of(model, PACKED, segments=SEGMENTS)  # (1, 8, V)
     np.testing.assert_allclose(packed[:, :3], logits_of(model, A[None]), atol=1e-6)
     np.testing.assert_allclose(packed[:, 3:], logits_of(model, B[None]), atol=1e-6)
@@ -42,19 +42,20 @@ def test_segment_ids_need_not_be_contiguous_runs():
     np.testing.assert_allclose(packed[:, [0, 3, 6]], logits_of(model, A[None]), atol=1e-6)
 
 
-def test_hooked_path_sees_the_masked_pattern():
-    model = tiny_model()
+def test_hooked_path_sees_the_masked_pattern(device):
+    model = tiny_model().to(device)
     logits, cache = model.run_with_cache(PACKED, segments=SEGMENTS)
     np.testing.assert_allclose(logits.numpy(), logits_of(model, PACKED, segments=SEGMENTS), atol=1e-6)
-    pattern = cache["blocks.1.attn.pattern"]  # (1, H, 8, 8)
+    pattern = backend.to_device(cache["blocks.1.attn.pattern"], "cpu")  # (1, H, 8, 8)
     assert not pattern[:, :, 3:, :3].any() and not pattern[:, :, :3, 3:].any()  # nothing across A | B
     np.testing.assert_allclose(pattern.sum(-1), 1, atol=1e-6)
     _, alone = model.run_with_cache(B[None], names=["blocks.1.attn.pattern"])
-    np.testing.assert_allclose(pattern[:, :, 3:, 3:], alone["blocks.1.attn.pattern"], atol=1e-6)
+    np.testing.assert_allclose(pattern[:, :, 3:, 3:], backend.to_device(alone["blocks.1.attn.pattern"], "cpu"),
+                               atol=1e-6)
 
 
-def test_kv_cache_with_segments_matches_the_full_pass():
-    model = tiny_model()
+def test_kv_cache_with_segments_matches_the_full_pass(device):
+    model = tiny_model().to(device)
     full = logits_of(model, PACKED, segments=SEGMENTS)
     cache = model.new_cache(1)
     with ng.no_grad():
@@ -131,9 +132,9 @@ def left_padded(prompts, pad_id):
 @pytest.mark.parametrize("use_cache", [True, False])
 @pytest.mark.parametrize("options", [{}, dict(repetition_penalty=1.5, no_repeat_ngram_size=2),
                                      dict(no_repeat_ngram_size=1), dict(num_beams=3)])
-def test_padded_batch_decodes_each_prompt_as_alone(use_cache, options):
+def test_padded_batch_decodes_each_prompt_as_alone(use_cache, options, device):
     """12 new tokens: every row's window slides past block_size, the long prompt's from the start."""
-    model = tiny_model().astype(np.float64)  # float64: no near-ties decided by rounding
+    model = tiny_model().astype(np.float64).to(device)  # float64: no near-ties decided by rounding
     for pad_id in (0, 7):  # what the padding holds never matters
         idx, mask = left_padded(PROMPTS, pad_id)
         out = model.generate(idx, 12, temperature=0, attention_mask=mask, use_cache=use_cache, **options)
