@@ -216,6 +216,7 @@ def test_set_num_threads_rejects_zero():
 
 
 _rng = np.random.default_rng(0)
+SEGMENTS = np.array([[0, 0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]])  # (3, 7) packed rows
 FUSED = {  # ops that run through map_blocks, with inputs that split into several blocks
     "gelu": (F.gelu, [_rng.standard_normal((5, 3))]),
     "layer_norm": (F.layer_norm, [_rng.standard_normal((2, 5, 4)), _rng.standard_normal(4), _rng.standard_normal(4)]),
@@ -230,6 +231,8 @@ FUSED = {  # ops that run through map_blocks, with inputs that split into severa
     "causal_self_attention_tiled": (lambda qkv: F.causal_self_attention(qkv, 2), [_rng.standard_normal((3, 7, 12))]),
     "attention_non_causal": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=False),
                              [_rng.standard_normal((3, 2, 7, 3)) for _ in range(3)]),
+    "causal_self_attention_segments_tiled": (lambda qkv: F.causal_self_attention(qkv, 2, SEGMENTS),
+                                             [_rng.standard_normal((3, 7, 12))]),
 }
 
 
