@@ -33,9 +33,10 @@ Prompts of different lengths. As in Hugging Face, they are LEFT-padded to one le
 Padding becomes a segment of its own (model.py's `segments`: 0 on padding, 1 on the prompt
 and every new token), so no real token attends to it and each row's positions start at its
 first real token; the logits processors skip it too. Each row then decodes as it would
-alone. That holds past block_size as well: the window is the newest block_size columns;
-a row still shorter than that keeps all its tokens (and some masked padding) in it, a
-longer one keeps its newest block_size tokens, which is the window it would have alone.
+alone (its logits may differ in the last bit: its sums also run over the masked zeros).
+That holds past block_size as well: the window is the newest block_size columns; a row
+still shorter than that keeps all its tokens (and some masked padding) in it, a longer one
+keeps its newest block_size tokens, which is the window it would have alone.
 
 Left out: sampling inside beam search (HF's beam sampling), diverse and constrained beam
 search, right padding, min_length and other stopping rules.
