@@ -18,7 +18,8 @@ HELD_OUT plays (hamlet, macbeth, tempest) are kept out of every training set, pr
 included (pretraining_text leaves them out): every evaluation is measured on them.
 
 Text normalisation: every text is mapped onto ALPHABET, printable ASCII (0x20-0x7e) plus the
-newline, so a character tokenizer built from ALPHABET covers every text here. Curly quotes fold
+newline, so a character tokenizer built from it (gpt.tokenizer.CharTokenizer(ALPHABET)) covers
+every text here, pre-training text, tasks and held-out plays alike. Curly quotes fold
 to ' and ", dashes to - (an em dash to --, as the modern edition writes it), ligatures to their
 letters (ae, oe), accented letters to their base letter (NFKD, marks dropped), tabs and other
 spaces to a space, line ends to \\n; anything still outside ALPHABET becomes "?". The sdist is
@@ -83,7 +84,8 @@ def is_speaker(line):
     """Whether a stripped line names a speaker: short, no comma, every word capitalised or a joiner."""
     words = line.split()
     return (0 < len(words) <= 5 and len(line) <= 32 and "," not in line and not _HEADING.match(line)
-            and not line.endswith(("--", "]")) and not _ROMAN.fullmatch(line) and all(_SPEAKER_WORD.fullmatch(w) for w in words))
+            and not line.endswith(("--", "]")) and not _ROMAN.fullmatch(line)
+            and all(_SPEAKER_WORD.fullmatch(w) for w in words))
 
 
 def parse_modern(text):
@@ -92,7 +94,7 @@ def parse_modern(text):
     Blocks are runs of non-blank lines. A heading block (ACT, SCENE) ends the speech and starts
     a new scene; a block led by a speaker line starts a speech; any other block continues the
     open speech (or is skipped: title, list of persons). Bracketed stage directions are dropped,
-    also when they span lines.
+    also when they span lines, and so is the indentation of a verse line shared between speakers.
     """
     speeches, speaker, lines, scene = [], None, [], 0
     for block in re.split(r"\n[ \t]*\n", text):
@@ -105,7 +107,7 @@ def parse_modern(text):
             scene += bool(_HEADING.match(head))
             rows = rows[1:] if speaker else []
         if speaker:
-            lines += [row for row in _BRACKETED.sub("", "\n".join(rows)).split("\n") if row.strip()]
+            lines += [row.strip() for row in _BRACKETED.sub("", "\n".join(rows)).split("\n") if row.strip()]
     if speaker and lines:
         speeches.append(Speech(speaker, tuple(lines), scene))
     return tuple(speeches)

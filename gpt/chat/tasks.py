@@ -54,6 +54,7 @@ import time
 
 from ..cli import run_main
 from ..config import option, parse
+from ..data import DataError
 from ..safetensors import atomic_write
 from . import metrics
 from .plays import HELD_OUT, load_plays, plain_layout
@@ -297,6 +298,10 @@ def build_tasks(out_dir, max_chars=512, seed=1337, counts=None, val_fraction=0.0
         raise ValueError(f"unknown task(s) {unknown} in counts; the tasks are {', '.join(TASKS)}")
     if max_chars < 100:
         raise ValueError(f"max_chars={max_chars} is too small for a passage of 3 speeches; use at least 100")
+    try:
+        os.makedirs(os.path.join(out_dir, "eval"), exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create {out_dir}/eval: {e.strerror}; choose another --out_dir") from None
     started = time.perf_counter()
     plays = load_plays(sdist)
     training = [p for stem, p in plays.items() if stem not in HELD_OUT]
@@ -320,7 +325,6 @@ def build_tasks(out_dir, max_chars=512, seed=1337, counts=None, val_fraction=0.0
         for r in evals[task] if task == "translation" else ():
             r["dictionary"] = metrics.apply_dictionary(dictionary, r["source"])
     random.Random(f"{seed}:mixture").shuffle(splits["train"])
-    os.makedirs(os.path.join(out_dir, "eval"), exist_ok=True)
     for split, records in splits.items():
         write_jsonl(os.path.join(out_dir, f"{split}.jsonl"), [conversation(r) for r in records])
     for task, records in evals.items():

@@ -12,6 +12,7 @@ import tarfile
 import pytest
 
 from gpt import data
+from gpt.cli import run_main
 from gpt.chat import metrics, plays, tasks
 from gpt.chat.plays import Speech
 
@@ -243,12 +244,14 @@ def test_eval_records_carry_what_the_metrics_need(tmp_path, fake_sdist):
     assert system.startswith("You are ") and " talking with " in system and not system.endswith("..")
 
 
-def test_command_line_bad_option_is_one_line_and_exit_2(capsys):
+@pytest.mark.parametrize("argv", [["--out_dir=x", "--max_chars=20"], ["--max_chars=200"], ["--out_dir", "x"],
+                                  ["--out_dir=/dev/null/x"]])
+def test_command_line_bad_input_is_one_line_and_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as exit:
-        from gpt.cli import run_main
-        run_main(tasks.main, ["--out_dir=x", "--max_chars=20"])
+        run_main(tasks.main, argv)
     assert exit.value.code == 2
-    assert capsys.readouterr().err.strip().count("\n") == 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
 
 
 # ---- the real plays ---------------------------------------------------------------------------
@@ -275,6 +278,9 @@ def test_held_out_plays_are_in_no_training_text(tmp_path, real_sdist):
                                  sdist=real_sdist)
     assert manifest["available_train"]["translation"] > 50000
     text = (tmp_path / "train.jsonl").read_text() + (tmp_path / "val.jsonl").read_text()
+    evals = "".join((tmp_path / "eval" / f"{t}.jsonl").read_text() for t in tasks.TASKS)
+    assert set(pretraining + "".join(json.loads(line)["messages"][-1]["content"]
+                                     for line in (text + evals).splitlines())) <= set(plays.ALPHABET)
     assert not held_out & lines_of("\n".join(m["content"] for line in text.splitlines()
                                              for m in json.loads(line)["messages"]))
 
