@@ -16,8 +16,8 @@ Taking the folder, before any work, checks in this order (each failure is one Ru
   overwrite  a fresh run (not a resume) into a folder that holds a checkpoint stops, naming
              --init_from=resume and --overwrite=true; with overwrite the old checkpoint is removed
              first, so the folder never mixes the old run's checkpoint with the new run's data
-  leftovers  temporary files of atomic_write (gpt/safetensors.py) that a killed process left are
-             removed: the lock proves no live writer owns them
+  leftovers  temporary files of atomic_write (gpt/safetensors.py) that a killed process left in
+             the folder or below it are removed: the lock proves no live writer owns them
 When the body raises, a folder that this call created and that holds no checkpoint is removed
 again (a failed start leaves nothing behind), and the lock is always released. Under mpiexec rank
 0 takes the folder and every rank stops with its one line if that fails.
@@ -200,15 +200,17 @@ def _holder(path):
 
 
 def remove_leftovers(out_dir):
-    """Remove the temporary files (TEMPORARY) that killed writers left in `out_dir`; returns their names.
-
-    Only for the holder of the folder's lock: a live writer's temporary file would go too."""
+    """Remove the temporary files (TEMPORARY) that killed writers left in `out_dir` and the folders
+    under it; returns their paths. Only for the holder of the folder's lock: a live writer's
+    temporary file would go too. A folder below holding a lock file of its own is another run's."""
     removed = []
-    for name in sorted(os.listdir(out_dir)):
-        if TEMPORARY.search(name) and os.path.isfile(os.path.join(out_dir, name)):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(out_dir, name))
-                removed.append(name)
+    for folder, subfolders, names in os.walk(out_dir):
+        subfolders[:] = [d for d in sorted(subfolders) if not os.path.exists(os.path.join(folder, d, LOCK))]
+        for name in sorted(names):
+            if TEMPORARY.search(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+                    removed.append(os.path.join(folder, name))
     return removed
 
 

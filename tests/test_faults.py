@@ -235,11 +235,17 @@ def test_kill_9_mid_checkpoint_leaves_temporary_files_that_the_resume_removes(tm
             break
     left = leftovers(out)
     assert left, "no kill landed while a checkpoint was being written"
-    open(os.path.join(out, "notes.tmp-mine"), "w").close()  # not a name atomic_write gives: kept
+    planted = {"notes.tmp-mine": True,  # not a name atomic_write gives
+               "data/train.bin.tmp-0123456789ab": False,  # a folder of this run's
+               "other/val.bin.tmp-0123456789ab": True, "other/run.lock": True}  # another run's folder
+    for name in planted:
+        os.makedirs(os.path.dirname(os.path.join(out, name)), exist_ok=True)
+        open(os.path.join(out, name), "w").close()
     result = train(*args, "--init_from=resume", f"--max_iters={load_checkpoint(out).train_state['iter_num'] + 1}")
     assert result.returncode == 0, result.stderr
-    assert f"removed {len(left)} temporary file(s) that interrupted runs left in {out}" in result.stdout
-    assert leftovers(out) == [] and "notes.tmp-mine" in os.listdir(out)
+    assert f"removed {len(left) + 1} temporary file(s) that interrupted runs left in {out}" in result.stdout
+    assert leftovers(out) == []
+    assert {name: os.path.exists(os.path.join(out, name)) for name in planted} == planted
 
 
 def test_a_new_run_into_a_trained_folder_refuses_unless_overwrite(tmp_path, text_file):
