@@ -84,6 +84,10 @@ def test_pack_is_first_fit_deterministic_and_never_overfills():
     assert rows == pack(lengths, 8, 64, np.random.default_rng(7))
     assert all(row and sum(lengths[row]) <= 64 for row in rows)
     assert sum(map(len, rows)) > 8
+    rng = np.random.default_rng(7)
+    draws = [int(rng.integers(len(lengths))) for _ in range(sum(map(len, rows)) + 1)]
+    assert sorted(draws[:-1]) == sorted(i for row in rows for i in row)  # every draw placed ...
+    assert all(lengths[draws[-1]] > 64 - sum(lengths[row]) for row in rows)  # ... until one fits in no row
 
 
 def test_a_batch_depends_only_on_the_generator(data):
