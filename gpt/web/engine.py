@@ -19,9 +19,13 @@ model (the page's look inside) runs on the same thread between two steps, throug
 hooks and no_grad are the model's and nanograd's global state, not the thread's.
 
 Tokens are chosen as gpt/generate.py chooses them (its logits processors, then argmax or a
-draw from the job's own generator), and a row's arithmetic is that of generate's KV-cache
-path, so a reply decoded here equals model.generate's (tests/test_web.py). The prompt plus
-max_new_tokens must fit block_size (the caller checks): the context window never slides.
+draw from the job's own generator). A job decoding alone runs exactly generate's KV-cache
+arithmetic, so its reply is model.generate's token for token. Several decoding together
+compute the same function with their matrix products in another order (few_rows_linear),
+which can move a logit in its last bit: their replies equal lone ones unless two candidate
+tokens tie to within float32 rounding (tests/test_web.py and benchmarks/web_batching.py
+compare them). The prompt plus max_new_tokens must fit block_size (the caller checks): the
+context window never slides.
 
 Left out: prefill in chunks interleaved with decoding, paged KV memory, beam search and
 repetition penalties, priorities between jobs.
@@ -33,6 +37,7 @@ import threading
 import numpy as np
 
 import nanograd as ng
+from nanograd import functional as F
 from gpt.generate import apply_temperature, inference_mode, sample, top_k_filter, top_p_filter
 
 
@@ -202,25 +207,43 @@ def ragged_step(model, tokens, caches):
 
     tokens: N ints; caches: N KVCaches of batch size 1, at any lengths (each advances by
     one). The position-wise parts (embeddings, LayerNorms, projections, MLP, output layer)
-    run on all N rows at once, attention row by row over each row's own keys and values:
-    the arithmetic of CausalSelfAttention's cache path, one row at a time.
+    run on all N rows at once, attention row by row over each row's own keys and values.
+    One row (N = 1) runs the model's own layers, which is exactly generate's KV-cache step;
+    several run their projections through few_rows_linear.
     """
     t, N = model.transformer, len(tokens)
+    linear = (lambda layer, x: layer(x)) if N == 1 else few_rows_linear
     pos = np.array([c.length for c in caches])  # (N,) each row's position
     x = t.wte(np.asarray(tokens)[:, None]) + t.wpe(pos[:, None])  # (N, 1, C)
     C = x.shape[-1]
     for block in t.h:
         attn = block.attn
         H = attn.n_head
-        qkv = attn.c_attn(block.ln_1(x)).reshape(N, 1, 3, H, C // H).transpose(2, 0, 3, 1, 4)  # (3, N, H, 1, D)
+        qkv = linear(attn.c_attn, block.ln_1(x)).reshape(N, 1, 3, H, C // H)  # (N, 1, 3, H, D)
+        qkv = qkv.transpose(2, 0, 3, 1, 4)  # (3, N, H, 1, D)
         rows = []
         for i, cache in enumerate(caches):
             k, v = (ng.Tensor(a) for a in cache.store(attn.layer, qkv[1][i:i + 1].data, qkv[2][i:i + 1].data))
-            rows.append(ng.functional.scaled_dot_product_attention(qkv[0][i:i + 1], k, v, causal=True))  # (1, H, 1, D)
+            rows.append(F.scaled_dot_product_attention(qkv[0][i:i + 1], k, v, causal=True))  # (1, H, 1, D)
         y = ng.concatenate(rows, axis=0) if N > 1 else rows[0]  # (N, H, 1, D)
-        x = x + attn.c_proj(y.transpose(0, 2, 1, 3).reshape(N, 1, C))  # (N, 1, C)
+        x = x + linear(attn.c_proj, y.transpose(0, 2, 1, 3).reshape(N, 1, C))  # (N, 1, C)
         if hasattr(block, "mlp"):
-            x = x + block.mlp(block.ln_2(x))
+            x = x + linear(block.mlp.c_proj, F.gelu(linear(block.mlp.c_fc, block.ln_2(x))))
     for cache in caches:
         cache.advance(1)
     return model.lm_head(t.ln_f(x)[:, -1]).numpy()  # (N, V)
+
+
+def few_rows_linear(layer, x):
+    """layer(x) for a Linear and a few rows x (N, 1, in) -> (N, 1, out), as (W x^T)^T + b.
+
+    The same function as nanograd's linear (x W^T + b), in the order that suits a handful of
+    rows: OpenBLAS multiplies a weight matrix by a few columns (W x^T) 2-3x faster than a few
+    rows by a transposed matrix (x W^T) at our sizes (benchmarks/web_batching.py, docs/web.md).
+    The sums run in another order, so logits may differ from one row's in the last bit.
+    """
+    N = x.shape[0]
+    y = (layer.weight.data @ x.data.reshape(N, -1).T).T  # (out, in) @ (in, N) -> (N, out)
+    if layer.bias is not None:
+        y = y + layer.bias.data
+    return ng.Tensor(y.reshape(N, 1, -1))
