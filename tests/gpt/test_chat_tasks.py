@@ -196,6 +196,14 @@ def fake_sdist(tmp_path_factory):
     return str(path)
 
 
+def test_pretraining_text_is_every_other_work_in_both_editions(fake_sdist):
+    texts = plays.sdist_texts(fake_sdist)
+    text = plays.pretraining_text(fake_sdist)
+    kept = ["all_is_well_that_ends_well_gut_f", "alls_well_that_ends_well_gut", "lear_gut", "lear_gut_f", "sonnets_gut"]
+    assert text == "\n\n".join(texts[name] for name in kept)  # sorted by file stem
+    assert "of hamlet" not in text and "of macbeth" not in text and "of tempest" not in text
+
+
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f]
