@@ -10,19 +10,20 @@ KV cache (the prefill), which gives its first token; from then on every step fee
 newest token of each running job through the model together, one row per job. Each row
 keeps its own KVCache, because the rows are at different lengths (the model's KVCache holds
 one length for a whole batch): the matrix products (attention projections, MLP, output
-layer) run once for all rows, the attention itself row by row over that row's cache. A job
-leaves the batch when it emits its end token ("end"), reaches max_new_tokens ("length"), or
-is cancelled ("stopped"); a cancelled job is dropped before the next step, so a client that
-goes away costs at most the step under way. max_batch=1 is a plain queue: one reply at a
-time, the others waiting (benchmarks/web_batching.py compares the two). Other work on the
+layer) run once for all rows, and attention once over the rows' keys laid side by side,
+each row masked to its own (ragged_attention). A job leaves the batch when it emits its end
+token ("end"), reaches max_new_tokens ("length"), or is cancelled ("stopped"); a cancelled
+job is dropped before the next step, so a client that goes away costs at most the step
+under way. max_batch=1 is a plain queue: one reply at a time, the others waiting
+(benchmarks/web_batching.py compares the two). Other work on the
 model (the page's look inside) runs on the same thread between two steps, through `call`:
 hooks and no_grad are the model's and nanograd's global state, not the thread's.
 
 Tokens are chosen as gpt/generate.py chooses them (its logits processors, then argmax or a
 draw from the job's own generator). A job decoding alone runs exactly generate's KV-cache
 arithmetic, so its reply is model.generate's token for token. Several decoding together
-compute the same function with their matrix products in another order (few_rows_linear),
-which can move a logit in its last bit: their replies equal lone ones unless two candidate
+compute the same function with their sums in another order (few_rows_linear, and the
+attention's tiles over padded keys), which can move a logit in its last bit: their replies equal lone ones unless two candidate
 tokens tie to within float32 rounding (tests/test_web.py and benchmarks/web_batching.py
 compare them). The prompt plus max_new_tokens must fit block_size (the caller checks): the
 context window never slides.
@@ -37,6 +38,7 @@ import threading
 import numpy as np
 
 import nanograd as ng
+from nanograd import backend
 from nanograd import functional as F
 from gpt.generate import apply_temperature, inference_mode, sample, top_k_filter, top_p_filter
 
@@ -207,7 +209,7 @@ def ragged_step(model, tokens, caches):
 
     tokens: N ints; caches: N KVCaches of batch size 1, at any lengths (each advances by
     one). The position-wise parts (embeddings, LayerNorms, projections, MLP, output layer)
-    run on all N rows at once, attention row by row over each row's own keys and values.
+    run on all N rows at once, attention over each row's own keys and values (ragged_attention).
     One row (N = 1) runs the model's own layers, which is exactly generate's KV-cache step;
     several run their projections through few_rows_linear.
     """
@@ -221,17 +223,38 @@ def ragged_step(model, tokens, caches):
         H = attn.n_head
         qkv = linear(attn.c_attn, block.ln_1(x)).reshape(N, 1, 3, H, C // H)  # (N, 1, 3, H, D)
         qkv = qkv.transpose(2, 0, 3, 1, 4)  # (3, N, H, 1, D)
-        rows = []
-        for i, cache in enumerate(caches):
-            k, v = (ng.Tensor(a) for a in cache.store(attn.layer, qkv[1][i:i + 1].data, qkv[2][i:i + 1].data))
-            rows.append(F.scaled_dot_product_attention(qkv[0][i:i + 1], k, v, causal=True))  # (1, H, 1, D)
-        y = ng.concatenate(rows, axis=0) if N > 1 else rows[0]  # (N, H, 1, D)
+        keys = [cache.store(attn.layer, qkv[1][i:i + 1].data, qkv[2][i:i + 1].data) for i, cache in enumerate(caches)]
+        y = ragged_attention(qkv[0], keys)  # (N, H, 1, D)
         x = x + linear(attn.c_proj, y.transpose(0, 2, 1, 3).reshape(N, 1, C))  # (N, 1, C)
         if hasattr(block, "mlp"):
             x = x + linear(block.mlp.c_proj, F.gelu(linear(block.mlp.c_fc, block.ln_2(x))))
     for cache in caches:
         cache.advance(1)
     return model.lm_head(t.ln_f(x)[:, -1]).numpy()  # (N, V)
+
+
+def ragged_attention(q, keys):
+    """The attention output (N, H, 1, D) of one new query per row over that row's own keys and values.
+
+    q: Tensor (N, H, 1, D); keys: N pairs of arrays (1, H, L_i, D), the rows' cached keys and
+    values (the new one last). One row is the fused op's KV-cache call as the model makes it.
+    Several are laid right-aligned into one (N, H, max L_i, D) batch, the padding before each
+    row's keys in a segment of its own, so one call of the fused op attends each query to its
+    own keys alone (its segment mask gives the padding zero weight).
+    """
+    if len(keys) == 1:
+        return F.scaled_dot_product_attention(q, ng.Tensor(keys[0][0]), ng.Tensor(keys[0][1]), causal=True)
+    xp = backend.get_array_module(q.data)
+    N, H, _, D = q.shape
+    L = max(k.shape[2] for k, _ in keys)
+    k_all, v_all = (xp.zeros((N, H, L, D), q.dtype) for _ in range(2))  # (N, H, L, D) each
+    segments = np.zeros((N, L), np.int64)  # 1 on the padding, 0 on each row's keys
+    for i, (k, v) in enumerate(keys):
+        pad = L - k.shape[2]
+        k_all[i, :, pad:], v_all[i, :, pad:] = k[0], v[0]
+        segments[i, :pad] = 1
+    return F.scaled_dot_product_attention(q, ng.Tensor(k_all), ng.Tensor(v_all), causal=True,
+                                          segments=xp.asarray(segments))
 
 
 def few_rows_linear(layer, x):
