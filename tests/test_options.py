@@ -17,6 +17,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import chat  # noqa: E402
+import chat_web  # noqa: E402
 import eval as evaluate  # noqa: E402
 import sample  # noqa: E402
 import scaling  # noqa: E402
@@ -30,6 +31,7 @@ SCRIPTS = {
     "train.py": (train.TrainConfig, train.main),
     "sample.py": (sample.SampleConfig, sample.main),
     "chat.py": (chat.ChatConfig, chat.main),
+    "chat_web.py": (chat_web.WebConfig, chat_web.main),
     "eval.py": (evaluate.EvalConfig, evaluate.main),
     "scaling.py": (scaling.ScalingConfig, scaling.main),
     "gpt.inspect": (ginspect.InspectConfig, lambda argv: ginspect.main(["attention"] + argv)),
@@ -39,6 +41,7 @@ FREE_TEXT = {
     "train.py": {"out_dir", "init_from", "data_file", "gpt2_dir", "sft_file", "chat_file"},
     "sample.py": {"out_dir", "init_from", "start"},
     "chat.py": {"out_dir", "init_from", "system", "prompt", "prompts_file"},
+    "chat_web.py": {"out_dir", "init_from", "host"},
     "eval.py": {"init_from", "data_file"},
     "scaling.py": {"out_dir", "results_dir", "sizes", "data_file"},
     "gpt.inspect": {"out_dir", "init_from", "prompt", "data_file", "image"},
