@@ -65,7 +65,7 @@ import time
 from ..cli import run_main
 from ..config import option, parse
 from ..data import DataError
-from ..safetensors import atomic_write
+from ..safetensors import write_file
 from . import metrics
 from .plays import HELD_OUT, load_plays, plain_layout
 
@@ -367,14 +367,12 @@ def baselines(evals):
 
 def write_jsonl(path, records):
     """One JSON object per line, written atomically."""
-    with atomic_write(path) as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+    write_file(path, "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
 
 
 def write_json(path, obj):
     """`obj` as indented JSON, written atomically."""
-    with atomic_write(path) as f:
-        f.write(json.dumps(obj, indent=2).encode("utf-8"))
+    write_file(path, json.dumps(obj, indent=2).encode("utf-8"))
 
 
 # ---- command line -----------------------------------------------------------------------------
