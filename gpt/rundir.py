@@ -114,11 +114,14 @@ class _RunFolder:
         check_writable(out_dir, option)
         self.out_dir, self.lock = out_dir, None
         self.created = _top_missing(os.path.abspath(out_dir))  # the outermost folder made here, or None
-        os.makedirs(out_dir, exist_ok=True)
         try:
+            os.makedirs(out_dir, exist_ok=True)
             self.lock = _take_lock(os.path.join(out_dir, LOCK), what, option)
-        except BaseException:
+        except BaseException as e:
             self.remove_if_unused()
+            if isinstance(e, OSError):  # what check_writable cannot foresee: /proc, /sys, a full inode table
+                raise RunFolderError(f"{option}={out_dir}: cannot write there ({e.strerror}: {e.filename}): "
+                                     f"choose another {option}") from None
             raise
 
     def prepare(self, fresh, overwrite):

@@ -177,6 +177,8 @@ def test_an_output_path_under_a_file_or_in_a_missing_folder_is_one_line(tmp_path
                             capture_output=True, text=True, timeout=60, env=ENV)
     assert one_error_line(result) == (f"error: --image={image}: its folder {image.parent} does not exist: create it "
                                       "or choose another path")
+    if os.path.isdir("/proc"):  # a folder no one can create, whatever the permission bits say
+        assert one_error_line(train("--out_dir=/proc/run")).startswith("error: --out_dir=/proc/run: ")
     check_writable(tmp_path / "new" / "deeper", "--out_dir")  # a folder that will be created is fine
     with pytest.raises(RunFolderError, match="is a folder: give a file name"):
         check_writable(tmp_path, "--image", folder=False)
