@@ -24,7 +24,7 @@ from gpt.rundir import LOCK, RunFolderError, append_line, check_writable
 from gpt.safetensors import TEMPORARY, DiskFullError
 from gpt.tokenizer import BPETokenizer
 from tests.gpt.tiny import tiny_model
-from tests.test_distributed import MPIEXEC, needs_mpi
+from tests.test_distributed import HAVE_MPI, MPIEXEC, needs_mpi
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = "".join(f"Line {i}: to be, or not to be, that is the question.\n" for i in range(150))
@@ -102,16 +102,22 @@ def fill(folder, leave):
     assert abs(shutil.disk_usage(folder).free - leave) <= 4096
 
 
-def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, tmpfs, text_file):
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, tmpfs, text_file, ranks):
+    if ranks > 1 and not HAVE_MPI:
+        pytest.skip("needs mpi4py and mpiexec: pip install -e '.[mpi]'")
     out = tmpfs(tmp_path / "run", "1m")
-    args = [f"--data_file={text_file}", f"--out_dir={out}", "--eval_interval=4", "--always_save_checkpoint=true"]
-    assert train(*args, "--max_iters=4").returncode == 0
+    launcher = (MPIEXEC, "-n", str(ranks)) if ranks > 1 else ()  # rank 0 writes, and its error ends the job
+    args = [f"--data_file={text_file}", f"--out_dir={out}", "--eval_interval=4", "--always_save_checkpoint=true",
+            "--gradient_accumulation_steps=2"]
+    assert train(*args, "--max_iters=4", launcher=launcher).returncode == 0
     size = os.path.getsize(os.path.join(out, "ckpt.safetensors"))
     fill(out, size // 2)  # room for the metrics lines, not for a second checkpoint beside the first
-    line = one_error_line(train(*args, "--max_iters=8", "--init_from=resume"))
-    match = re.fullmatch(rf"error: no space left in {out} for ckpt\.safetensors: it needs ([\d,]+) bytes, ([\d,]+) "
-                         r"are free; the previous ckpt\.safetensors is unchanged\. Free some space \(or write "
-                         r"elsewhere\) and run again", line)
+    line = one_error_line(train(*args, "--max_iters=8", "--init_from=resume", launcher=launcher))
+    rank = r"rank 0 \(.+\): " if ranks > 1 else ""
+    match = re.fullmatch(rf"error: {rank}no space left in {out} for ckpt\.safetensors: it needs "
+                         r"([\d,]+) bytes, ([\d,]+) are free; the previous ckpt\.safetensors is unchanged\. Free "
+                         r"some space \(or write elsewhere\) and run again", line)
     assert match, line
     needed, free = (int(g.replace(",", "")) for g in match.groups())
     assert abs(needed - size) < 100 and free < needed  # the same model: the size up to its metadata
