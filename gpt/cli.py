@@ -18,6 +18,14 @@ EXIT_BAD_INPUT = 2
 EXPECTED = (ValueError, KeyError, FileNotFoundError, DeviceError, FloatingPointError, MissingExtra)
 
 
+def error_line(e):
+    """The one-line message of an expected error: its text, or for an OSError raised by the
+    system (args (errno, strerror)) the file and the reason, never the bare error number."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return e.args[0] if e.args else type(e).__name__
+
+
 def run_main(main, argv=None):
     """Call main(argv); expected errors print `error: ...` and exit 2."""
     try:
@@ -27,6 +35,6 @@ def run_main(main, argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         sys.exit(1)
     except EXPECTED as e:
-        message = e.args[0] if e.args else type(e).__name__
+        message = error_line(e)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -168,3 +168,9 @@ def test_the_scripts_exit_2_with_one_line(script, option, message):
     assert run.returncode == 2, run.stderr
     assert run.stderr == f"error: {message}\n"
     assert run.stdout == ""
+
+
+def test_an_os_error_is_one_line_naming_the_file_and_the_reason():
+    from gpt.cli import error_line
+    assert error_line(FileNotFoundError(2, "No such file or directory", "x/y.txt")) == "x/y.txt: No such file or directory"
+    assert error_line(FileNotFoundError("no checkpoint in out-x: train first")) == "no checkpoint in out-x: train first"
