@@ -12,8 +12,11 @@ model on the same conversations:
            their longest (as gpt/sft.py batches), gradients accumulated over them
 A step is forward + backward over all of them. Useful tokens are the targets (the assistant's
 tokens), the same on both sides, and useful tokens/s is their count over a step's time. The
-batches are drawn once; each round times every batch on both sides, alternating, and each
-side keeps its best round (other work on the machine only ever slows a round down).
+batches are drawn once; each round times every packed batch and then the padded micro-batches
+of its conversations, and each of these keeps its best time over the rounds (other work on
+the machine only ever slows a run down). It also
+packs 500 batches without a model, to show how full rows get and how far the set-aside rule
+(gpt/chat/dataset.py) shifts the mean length of the conversations trained on.
 
 Left out: the optimizer step (the same on both sides), GPU timings, BPE tokens.
 """
@@ -45,7 +48,7 @@ def parse_args(argv):
     ap.add_argument("--block_size", type=int, default=512)
     ap.add_argument("--rows", type=int, default=8, help="rows per (micro-)batch")
     ap.add_argument("--batches", type=int, default=4, help="packed batches drawn (and their conversations padded)")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--chars", type=int, default=400_000, help="characters of the text to make conversations of")
     return ap.parse_args(argv)
 
@@ -64,6 +67,38 @@ def conversations(text, seed=0):
         out.append([{"role": ("user", "assistant")[j % 2], "content": said[k + j]} for j in range(n)])
         k += n
     return out
+
+
+def packing_bias(lengths, n_rows, row_size, draws=500):
+    """(mean length of the conversations `draws` packed batches hold, mean share of a row they fill):
+    how far the set-aside rule shifts training towards short conversations, and how full rows are."""
+    rng = np.random.default_rng(1)
+    rows = [lengths[row] for _ in range(draws) for row in pack(lengths, n_rows, row_size, rng)]
+    return np.concatenate(rows).mean(), np.mean([row.sum() / row_size for row in rows])
+
+
+def draw_units(data, lengths, n_batches, n_rows, row_size):
+    """[([packed batch], [padded micro-batches], conversation indices)]: `n_batches` packed batches
+    of the train split, each with its conversations one per row in micro-batches of `n_rows`."""
+    rng, units = np.random.default_rng(0), []
+    for _ in range(n_batches):
+        rows = pack(lengths, n_rows, row_size, rng)
+        alone = [[i] for row in rows for i in row]
+        units.append(([data.rows("train", rows)],
+                      [(*data.rows("train", alone[k:k + n_rows])[:2], None) for k in range(0, len(alone), n_rows)],
+                      [i for (i,) in alone]))
+    return units
+
+
+def best_times(model, units, rounds):
+    """(packed, padded) seconds: the sum over units of each side's best time in `rounds` rounds."""
+    step_time(model, units[0][0])  # warm-up
+    best = np.full((len(units), 2), np.inf)
+    for _ in range(rounds):
+        for i, unit in enumerate(units):
+            for j, batches in enumerate(unit[:2]):
+                best[i, j] = min(best[i, j], step_time(model, batches))
+    return best.sum(axis=0)
 
 
 def step_time(model, batches):
@@ -93,27 +128,19 @@ def main(argv):
     lengths = data.lengths["train"] = data.lengths["train"][kept]
     print(f"{len(kept)} conversations of {len(train)} fit a row of {rows_len} tokens; lengths: median "
           f"{np.median(lengths):.0f}, 10% {np.percentile(lengths, 10):.0f}, 90% {np.percentile(lengths, 90):.0f}")
+    mean, fill = packing_bias(lengths, args.rows, rows_len)
+    print(f"packing draws conversations of mean length {mean:.1f} (all of them: {lengths.mean():.1f}) "
+          f"and fills rows to {fill:.1%}")
 
     ng.manual_seed(0)
     model = GPT(GPTConfig(block_size=args.block_size, vocab_size=tok.vocab_size, n_layer=args.n_layer,
                           n_head=args.n_head, n_embd=args.n_embd))
-    rng = np.random.default_rng(0)
-    packed, padded, tokens = [], [], 0
-    for _ in range(args.batches):
-        rows = pack(lengths, args.rows, rows_len, rng)
-        packed.append(data.rows("train", rows))
-        alone = [[i] for row in rows for i in row]
-        padded += [(*data.rows("train", alone[k:k + args.rows])[:2], None) for k in range(0, len(alone), args.rows)]
-        tokens += sum(lengths[i] for row in rows for i in row)
-    sides = {"packed": packed, "padded": padded}
-    n_conv = sum(len(x) for x, _, _ in padded)  # one conversation per padded row
-    best = {side: np.inf for side in sides}
-    step_time(model, packed[:1])  # warm-up
-    for _ in range(args.rounds):
-        for side, batches in sides.items():
-            best[side] = min(best[side], step_time(model, batches))
-
-    useful = sum(int((y >= 0).sum()) for _, y, _ in packed)
+    units = draw_units(data, lengths, args.batches, args.rows, rows_len)
+    sides = {"packed": [b for u in units for b in u[0]], "padded": [b for u in units for b in u[1]]}
+    best = dict(zip(sides, best_times(model, units, args.rounds)))
+    drawn = [i for u in units for i in u[2]]
+    tokens, n_conv = int(lengths[drawn].sum()), len(drawn)
+    useful = sum(int((y >= 0).sum()) for _, y, _ in sides["packed"])
     print(f"{args.n_layer}x{args.n_embd}, block {args.block_size}, {args.rows} rows per batch; "
           f"{args.batches} packed batches hold {n_conv} conversations, {useful} useful tokens")
     for side, batches in sides.items():

@@ -25,12 +25,14 @@ minus one, at most block_size.
 The set-aside rule favours short conversations slightly: a long one is more often the one
 that fits nowhere once rows are nearly full. One conversation per batch is set aside.
 
-Measured: packed is 1.57 times the useful (target) tokens/s of one conversation per padded
-row (1.62 in a second run), training a 4x128 char model on Shakespeare speeches made into
-1- to 3-exchange conversations (median 247 tokens, 10% 78, 90% 443) in rows of 513 tokens:
-positions 89% conversation tokens packed, 59% padded; a training step (forward and
-backward) over the same 14.2 conversations on average took 2107 ms packed in 8 rows, 3306 ms
-padded (`nice -n 10 python benchmarks/chat_packing.py`, 2026-12-07, AMD EPYC, AVX-512, 2 cores).
+Measured (`nice -n 10 python benchmarks/chat_packing.py`, 2026-12-07, AMD EPYC, AVX-512,
+2 cores): packed is 1.37 times the useful (target) tokens/s of one conversation per padded
+row (1.38 in a second run), training a 4x128 char model on Shakespeare speeches made into 1-
+to 3-exchange conversations (median 247 tokens, 10% 78, 90% 443) in rows of 513 tokens. 89% of
+the packed positions hold conversation tokens, 59% of the padded ones; a forward and backward
+pass over the same 14.2 conversations took 1411 ms packed into 8 rows, 1932 ms padded. Packing
+drew conversations of mean length 249 tokens where the data's mean is 257 (the set-aside
+rule's bias), and filled rows to 84%.
 
 Split: the last val_fraction of the lines (at least one) are the validation set, as in
 gpt/sft.py. Every bad line (not JSON, no "messages" list, a bad message, no assistant message,
