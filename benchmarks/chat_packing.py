@@ -14,9 +14,9 @@ A step is forward + backward over all of them. Useful tokens are the targets (th
 tokens), the same on both sides, and useful tokens/s is their count over a step's time. The
 batches are drawn once; each round times every packed batch and then the padded micro-batches
 of its conversations, and each of these keeps its best time over the rounds (other work on
-the machine only ever slows a run down). It also
-packs 500 batches without a model, to show how full rows get and how far the set-aside rule
-(gpt/chat/dataset.py) shifts the mean length of the conversations trained on.
+the machine only ever slows a run down). It also packs 500 batches without a model, to show
+how full rows get and how far the set-aside rule (gpt/chat/dataset.py) shifts the mean length
+of the conversations trained on.
 
 Left out: the optimizer step (the same on both sides), GPU timings, BPE tokens.
 """
