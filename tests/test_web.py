@@ -210,7 +210,7 @@ def test_a_client_that_disconnects_stops_its_reply_within_a_token(plain_server):
     finally:
         plain_server.engine.submit = submit
     assert plain_server.engine.busy() == (0, 0)
-    # the handler notices at the next token it would send; the step under way then may add one more
+    # the decoding thread looks at the client before each step: the step under way may add one token
     assert jobs[0].n_new <= at_close + 2 < 240
 
 

@@ -12,21 +12,22 @@ keeps its own KVCache, because the rows are at different lengths (the model's KV
 one length for a whole batch): the matrix products (attention projections, MLP, output
 layer) run once for all rows, and attention once over the rows' keys laid side by side,
 each row masked to its own (ragged_attention). A job leaves the batch when it emits its end
-token ("end"), reaches max_new_tokens ("length"), or is cancelled ("stopped"); a cancelled
-job is dropped before the next step, so a client that goes away costs at most the step
-under way. max_batch=1 is a plain queue: one reply at a time, the others waiting
-(benchmarks/web_batching.py compares the two). Other work on the
-model (the page's look inside) runs on the same thread between two steps, through `call`:
-hooks and no_grad are the model's and nanograd's global state, not the thread's.
+token ("end"), reaches max_new_tokens ("length"), or is cancelled ("stopped"); before each
+step the thread asks every job whether its client is still there (Job's `alive`) and drops
+those cancelled or gone, so a client that goes away costs at most the step under way.
+max_batch=1 is a plain queue: one reply at a time, the others waiting
+(benchmarks/web_batching.py compares the two). Other work on the model (the page's look
+inside) runs on the same thread between two steps, through `call`: hooks and no_grad are
+the model's and nanograd's global state, not the thread's.
 
 Tokens are chosen as gpt/generate.py chooses them (its logits processors, then argmax or a
 draw from the job's own generator). A job decoding alone runs exactly generate's KV-cache
 arithmetic, so its reply is model.generate's token for token. Several decoding together
 compute the same function with their sums in another order (few_rows_linear, and the
-attention's tiles over padded keys), which can move a logit in its last bit: their replies equal lone ones unless two candidate
-tokens tie to within float32 rounding (tests/test_web.py and benchmarks/web_batching.py
-compare them). The prompt plus max_new_tokens must fit block_size (the caller checks): the
-context window never slides.
+attention's tiles over padded keys), which can move a logit in its last bit: their replies
+equal lone ones unless two candidate tokens tie to within float32 rounding (tests/test_web.py
+and benchmarks/web_batching.py compare them). The prompt plus max_new_tokens must fit
+block_size (the caller checks): the context window never slides.
 
 Left out: prefill in chunks interleaved with decoding, paged KV memory, beam search and
 repetition penalties, priorities between jobs.
@@ -50,8 +51,12 @@ class Job:
     reason "end", "length" or "stopped", or ("error", message) if decoding failed.
     """
 
-    def __init__(self, prompt, max_new_tokens, end_id=None, temperature=0.0, top_k=None, top_p=None, seed=None):
+    def __init__(self, prompt, max_new_tokens, end_id=None, temperature=0.0, top_k=None, top_p=None, seed=None,
+                 alive=None):
+        """alive: None, or a function the decoding thread calls before each step; False cancels the job
+        (the server passes one that looks whether the client is still connected)."""
         self.prompt = np.asarray(prompt, dtype=np.int64)  # (T,)
+        self.alive = alive
         self.max_new_tokens, self.end_id = max_new_tokens, end_id
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.rng = np.random.default_rng(seed)  # seed None: fresh entropy
@@ -64,6 +69,12 @@ class Job:
     def cancel(self):
         """Stop before the next step (safe from any thread)."""
         self.cancelled.set()
+
+    def stopped(self):
+        """Whether it is cancelled, or its client has gone (then it is cancelled now)."""
+        if self.alive is not None and not self.cancelled.is_set() and not self.alive():
+            self.cancel()
+        return self.cancelled.is_set()
 
     def choose(self, logits):
         """The next token id from logits (1, V), as gpt.generate chooses it."""
@@ -169,14 +180,14 @@ class Engine:
                 reply.put((False, e))
 
     def _admit(self):
-        """Drop cancelled jobs; prefill waiting ones while the batch has room (each emits its first token)."""
-        self._leave([job for job in self.running if job.cancelled.is_set()], "stopped")
+        """Drop stopped jobs; prefill waiting ones while the batch has room (each emits its first token)."""
+        self._leave([job for job in self.running if job.stopped()], "stopped")
         while len(self.running) < self.max_batch:
             with self.wake:
                 if not self.waiting:
                     return
                 job = self.waiting.popleft()
-            if job.cancelled.is_set():
+            if job.stopped():
                 job.finish("stopped")
                 continue
             job.cache = self.model.new_cache(1)

@@ -21,7 +21,8 @@ messages the chat format refuses, a prompt or max_new_tokens over the limits, an
 path or method) gets a 4xx status and a one-line JSON body {"error": "..."}; the server
 goes on serving. Only the page's own paths are static: there is no file system lookup,
 so no path (`/../`, encoded or not) reaches another file. A client that disconnects
-mid-reply is noticed before its next token is sent, and its job is cancelled.
+mid-reply is noticed by the decoding thread before its next step (the job's `alive` looks
+at the socket) and by the client's own thread before its next write; its job is cancelled.
 
 It is the standard library's ThreadingHTTPServer (one thread per connection, each waiting
 on its job's events) in front of one decoding thread (engine.py): the page is one file, the
@@ -152,36 +153,35 @@ class Handler(http.server.BaseHTTPRequestHandler):
         seed = number(body, "seed", None, int, 0, 2 ** 63 - 1)
         served = self.server.served
         prompt = served.prompt(body["messages"], max_new_tokens)
-        return Job(prompt, max_new_tokens, served.end_id(), temperature, top_k, top_p if top_p != 1 else None, seed)
+        return Job(prompt, max_new_tokens, served.end_id(), temperature, top_k, top_p if top_p != 1 else None, seed,
+                   alive=lambda: not self._client_gone())
 
     def _stream(self, job):
-        """Write the job's tokens as events until it is done; cancel it if the client goes away."""
+        """Write the job's tokens as events until it is done; cancel it if the client goes away.
+
+        Each wake-up sends every event that has arrived since the last in one write, so a
+        thread that falls behind the decoder catches up in one system call, not one per token.
+        """
         text = self.server.served.reply_text()
         while True:
             try:
-                kind, value = job.events.get(timeout=POLL_S)
+                events = [job.events.get(timeout=POLL_S)]
             except queue.Empty:
                 if self._client_gone():
                     return job.cancel()
                 continue
-            if kind == "token":
-                event = {"token": text.push(value)}
-            elif kind == "done":
-                rest = text.flush()  # an unfinished character at the very end, as U+FFFD
-                if rest and not self._write_event({"token": rest}):
-                    return job.cancel()
-                event = {"done": True, "reason": value}
-            else:
-                event = {"error": value}
-            if self._client_gone() or not self._write_event(event):
+            while not job.events.empty():
+                events.append(job.events.get())
+            chunk = [event_json(kind, value, text) for kind, value in events]
+            if self._client_gone() or not self._write(b"".join(chunk)):
                 return job.cancel()
-            if kind != "token":
+            if events[-1][0] != "token":
                 return None
 
-    def _write_event(self, event):
-        """Send one server-sent event; False if the client has gone."""
+    def _write(self, data):
+        """Send bytes of the stream; False if the client has gone."""
         try:
-            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            self.wfile.write(data)
             self.wfile.flush()
             return True
         except OSError:
@@ -249,6 +249,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         if not self.server.quiet:
             super().log_message(format, *args)
+
+
+def event_json(kind, value, text):
+    """The server-sent event(s) of one job event: ("token", id) through `text` (a ReplyText), ("done",
+    reason) after what `text` still holds (an unfinished character at the very end, as U+FFFD)."""
+    if kind == "token":
+        events = [{"token": text.push(value)}]
+    elif kind == "done":
+        rest = text.flush()
+        events = ([{"token": rest}] if rest else []) + [{"done": True, "reason": value}]
+    else:
+        events = [{"error": value}]
+    return b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in events)
 
 
 def number(body, key, default, kind, low, high):
