@@ -2,12 +2,12 @@
 
     python scripts/web_screenshot.py --out_dir=out-chat --message="Who is Ophelia?" --image=docs/web.png
 
-It starts `python chat_web.py` on a free port of 127.0.0.1 for the run folder, opens the page in
-headless Chromium (gpt/web/browser.py: Debian's chromium and chromium-driver, selenium from
-the web extra), sends each --message at temperature 0 and waits for its reply, clicks the
-token --pick tokens from the end of the conversation (default: the last reply's middle) and
-the head --head=LAYER,HEAD (default: the model's first induction head, else its last head),
-and saves the window as a PNG.
+It starts `python chat_web.py` on a free port of 127.0.0.1 for the run folder, opens the page
+in headless Chromium (gpt/web/browser.py: Debian's chromium and chromium-driver, selenium from
+the web extra), sends each --message at temperature 0 (replies of --max_tokens) and waits for
+its reply, clicks the token --pick tokens from the end of the conversation (default: the last
+reply's middle) and the head --head=LAYER,HEAD (default: the model's first induction head,
+else its last head), and saves the window as a PNG.
 
 Left out: pictures of several states, other window sizes than --width x --height.
 """
@@ -42,6 +42,8 @@ def take(driver, url, args):
     wait_for(driver, "document.getElementById('status').textContent === 'Ready.'")
     driver.execute_script("document.getElementById('temperature').value = 0;"
                           "document.getElementById('temperature').dispatchEvent(new Event('input'));")
+    if args.max_tokens:
+        driver.execute_script(f"document.getElementById('max-tokens').value = {args.max_tokens};")
     for k, message in enumerate(args.message, 1):
         driver.find_element(By.ID, "input").send_keys(message, Keys.ENTER)
         wait_for(driver, f"document.querySelectorAll('.msg.assistant[data-reason]').length === {k} && "
@@ -61,6 +63,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out_dir", default="out-chat", help="the run folder chat_web.py serves")
     ap.add_argument("--message", action="append", required=True, help="a message to send (repeat for more)")
+    ap.add_argument("--max_tokens", type=int, default=0, help="the page's max tokens (0: its default)")
     ap.add_argument("--pick", type=int, default=0, help="click the token this far from the end (0: mid-reply)")
     ap.add_argument("--head", default="", help="LAYER,HEAD to shade by (default: an induction head)")
     ap.add_argument("--image", default=os.path.join("docs", "web.png"))
