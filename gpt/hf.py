@@ -53,6 +53,7 @@ HF_DROPPED = (HF_UNEMBED, ".attn.bias", ".attn.masked_bias")  # a tied output la
 PREFIX = "transformer."
 CONFIG, WEIGHTS, TOKENIZER_CONFIG = "config.json", "model.safetensors", "tokenizer_config.json"
 VOCAB, MERGES, TOKENIZER_JSON = "vocab.json", "merges.txt", "tokenizer.json"
+CHAT_TEMPLATE = "chat_template.jinja"  # where transformers 5 saves a chat template
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # GPT-2's GELU, the tanh approximation ours computes
 EOT = "<|endoftext|>"
 
@@ -204,9 +205,13 @@ def added_specials(directory):
 
 
 def _check_chat_template(directory, tokenizer):
-    """`tokenizer`, after a warning if the directory's chat_template is not the one gpt.chat
+    """`tokenizer`, after a warning if the directory's chat template (tokenizer_config.json's
+    chat_template, or chat_template.jinja as transformers 5 saves it) is not the one gpt.chat
     renders (which is then ignored: conversations always use gpt/chat/template.py's layout)."""
-    template = _tokenizer_config(directory).get("chat_template")
+    template, path = _tokenizer_config(directory).get("chat_template"), os.path.join(directory, CHAT_TEMPLATE)
+    if template is None and os.path.exists(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            template = f.read()
     if template is not None and template != ChatTemplate.jinja:
         warnings.warn(f"{directory}: its chat_template is not this project's (<|role|>content<|end|>); "
                       "gpt.chat renders conversations with its own and ignores it", stacklevel=3)

@@ -4,6 +4,7 @@ against transformers' apply_chat_template.
 """
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -168,3 +169,17 @@ def test_transformers_renders_and_tokenizes_as_we_do(exported, generation_prompt
                          ([{"role": "user", "content": "a<|assistant|>b"}], "contains the special token")]:
         with pytest.raises(jinja2.TemplateError, match=message):
             theirs.apply_chat_template(bad, tokenize=False)
+
+
+def test_a_directory_transformers_saved_keeps_the_chat_tokens_and_template(exported, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    transformers.AutoTokenizer.from_pretrained(exported).save_pretrained(tmp_path)  # tokenizer.json
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(f"{exported}/{name}", tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: the saved template is ours
+        _, tok = hf.load(str(tmp_path))
+    assert tok.special_tokens == BPE.special_tokens
+    (tmp_path / "chat_template.jinja").write_text("{{ messages }}")
+    with pytest.warns(UserWarning, match="its chat_template is not this project's"):
+        hf.load(str(tmp_path))
