@@ -24,6 +24,7 @@ from gpt.checkpoint import save_checkpoint
 from gpt.interp import logit_lens
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer.symbols import SymbolTokenizer
 from gpt.web.engine import Engine, Job
 from gpt.web.served import ServedModel
 from gpt.web.server import MAX_BODY, make_server
@@ -174,6 +175,16 @@ def test_plain_model_continues_the_last_user_message(plain_server):
     expected = served.model.generate(np.array([ids]), 12, temperature=0)[0, len(ids):].tolist()
     assert (text, reason) == (served.tokenizer.decode(expected), "length")
     assert json.loads(request(plain_server, "GET", "/api/health")[2])["chat"] is False
+
+
+def test_a_model_of_the_synthetic_tasks_is_served_as_plain_text():
+    tokenizer = SymbolTokenizer([str(i) for i in range(20)])
+    ng.manual_seed(0)
+    served = ServedModel(GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=1, n_head=2, n_embd=8)).eval(),
+                         tokenizer, "symbols", {})
+    assert not served.chat and served.prompt([{"role": "user", "content": "3 4 5"}], 4) == [3, 4, 5]
+    assert served.inspect([{"role": "user", "content": "3 4"}, {"role": "assistant", "content": " 5"}])["ids"] == \
+        [3, 4, 5]
 
 
 def test_stop_ends_a_reply_with_stopped(plain_server):

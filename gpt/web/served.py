@@ -25,6 +25,7 @@ import numpy as np
 from gpt.chat.reply import check_fits, trim_history
 from gpt.chat.template import ChatTemplate, add_chat_tokens, has_chat_template
 from gpt.hf import load_pretrained
+from gpt.tokenizer import CharTokenizer
 from gpt.tokenizer.stream import TextStream
 from gpt.interp import attention_patterns, find_circuit, logit_lens
 
@@ -38,8 +39,8 @@ class ServedModel:
     def __init__(self, model, tokenizer, name, heads):
         self.model, self.tokenizer, self.name, self.heads = model, tokenizer, name, heads
         self.chat = has_chat_template(tokenizer)
-        # a plain model's messages are checked by the same rules, on a copy that knows the chat tokens
-        self.template = ChatTemplate(tokenizer if self.chat else add_chat_tokens(tokenizer))
+        # a plain model's messages are checked by the same rules, by a template over the chat tokens alone
+        self.template = ChatTemplate(tokenizer if self.chat else add_chat_tokens(CharTokenizer(" ")))
 
     @classmethod
     def load(cls, path):
