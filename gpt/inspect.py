@@ -21,6 +21,7 @@ models and data and formats what comes back.
 Left out: interactive views, activation patching between two prompts (see interp.py).
 """
 import dataclasses
+import io
 import json
 import os
 import tempfile
@@ -35,6 +36,7 @@ from gpt.cli import run_main
 from gpt.config import DEFAULT_OUT_DIR, ConfigError, option, parse
 from gpt.extras import require
 from gpt.rundir import check_writable
+from gpt.safetensors import write_file, write_json
 from nanograd import backend
 
 COMMANDS = {  # name -> what it shows, for --help
@@ -241,8 +243,7 @@ def circuit(cfg, model, tokenizer):
         f"{k} {v:.2f}" for k, v in found["stream_norms"].items()))
     path = os.path.join(cfg.out_dir, "circuit.json")
     if not cfg.init_from:
-        with open(path, "w") as fh:
-            json.dump(found, fh, indent=1)
+        write_json(path, found)
         print(f"wrote {path}")
     if cfg.image:
         circuit_png(model, found, cfg)
@@ -464,9 +465,13 @@ def pyplot():
 
 
 def save(fig, path, tight=True):
+    """Draw `fig` into `path` (its format from the extension, PNG without one) atomically: a full
+    disk is write_file's one DiskFullError line, and leaves no partial image."""
     if tight:  # a colour bar shared by a grid of axes places itself; tight_layout would fight it
         fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=os.path.splitext(path)[1][1:].lower() or "png", dpi=150)
+    write_file(path, buffer.getvalue())
     print(f"wrote {path}")
 
 

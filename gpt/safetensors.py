@@ -159,6 +159,11 @@ def write_file(path, data):
         f.write(data)
 
 
+def write_json(path, obj, indent=1):
+    """Write `obj` as indented JSON (UTF-8) to `path` atomically, through write_file."""
+    write_file(path, json.dumps(obj, indent=indent).encode("utf-8"))
+
+
 def no_space_message(path, size=None, written=0):
     """One line: `path` did not fit in its folder, which needed `size` bytes (at least `written`)."""
     directory = os.path.dirname(os.path.abspath(path))

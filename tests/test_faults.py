@@ -158,6 +158,24 @@ def test_full_disk_during_an_hf_export_leaves_no_partial_file(tmp_path, tmpfs):
             json.load(fh)  # each file there is whole
 
 
+def test_full_disk_writing_a_task_summary_or_an_inspect_image_is_one_line(tmp_path, tmpfs):
+    from gpt import inspect
+    from gpt.tasks.induction import Induction
+    folder = tmpfs(tmp_path / "disk", "16k")
+    rows = [{"iter": i, "val_loss": 2 - i / 100, "induction_score": i / 100, "icl_loss_drop": i / 50}
+            for i in (0, 50, 100)]
+    with open(os.path.join(folder, "metrics.jsonl"), "w") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    fill(folder, 0)
+    with pytest.raises(DiskFullError, match=rf"^no space left in {folder} for emergence\.json: it needs [\d,]+ bytes, "
+                                            r"0 are free; emergence\.json was not written"):
+        Induction(8, 16, 2, 4).finish(None, folder)
+    fig, _ = inspect.pyplot().subplots()
+    with pytest.raises(DiskFullError, match=rf"^no space left in {folder} for attn\.png: it needs [\d,]+ bytes"):
+        inspect.save(fig, os.path.join(folder, "attn.png"))
+    assert sorted(os.listdir(folder)) == ["filler", "metrics.jsonl"]
+
+
 # ---- read-only and missing folders ------------------------------------------------------------
 def test_a_read_only_folder_for_an_output_option_is_one_line_before_any_work(tmp_path, tmpfs, text_file):
     folder = tmpfs(tmp_path / "ro", "64k", read_only=True)

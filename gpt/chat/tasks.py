@@ -65,7 +65,7 @@ import time
 from ..cli import run_main
 from ..config import option, parse
 from ..data import DataError
-from ..safetensors import write_file
+from ..safetensors import write_file, write_json
 from . import metrics
 from .plays import HELD_OUT, load_plays, plain_layout
 
@@ -339,14 +339,14 @@ def build_tasks(out_dir, max_chars=512, seed=1337, counts=None, val_fraction=0.0
         write_jsonl(os.path.join(out_dir, f"{split}.jsonl"), [conversation(r) for r in records])
     for task, records in evals.items():
         write_jsonl(os.path.join(out_dir, "eval", f"{task}.jsonl"), records)
-    write_json(os.path.join(out_dir, "translation_dictionary.json"), dictionary)
+    write_json(os.path.join(out_dir, "translation_dictionary.json"), dictionary, indent=2)
     manifest = {"max_chars": max_chars, "seed": seed, "counts": counts, "val_fraction": val_fraction,
                 "eval_limit": eval_limit, "held_out": list(HELD_OUT), "available_train": available,
                 "examples": {split: {t: sum(r["task"] == t for r in records) for t in TASKS}
                              for split, records in [*splits.items(), ("eval", sum(evals.values(), []))]},
                 "baselines": baselines(evals), "dictionary_words": len(dictionary),
                 "build_seconds": round(time.perf_counter() - started, 1)}
-    write_json(os.path.join(out_dir, "manifest.json"), manifest)
+    write_json(os.path.join(out_dir, "manifest.json"), manifest, indent=2)
     return manifest
 
 
@@ -368,11 +368,6 @@ def baselines(evals):
 def write_jsonl(path, records):
     """One JSON object per line, written atomically."""
     write_file(path, "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
-
-
-def write_json(path, obj):
-    """`obj` as indented JSON, written atomically."""
-    write_file(path, json.dumps(obj, indent=2).encode("utf-8"))
 
 
 # ---- command line -----------------------------------------------------------------------------

@@ -27,12 +27,12 @@ greedy decoding writes exactly those digits.
 
 Left out: operands of different lengths, other operations, scratchpads, sampling decoders.
 """
-import json
 import os
 
 import numpy as np
 
 from ..data import DataError
+from ..safetensors import write_json
 from ..tokenizer import CharTokenizer
 from . import Task, answer_correct, predict_logits
 
@@ -145,6 +145,5 @@ class Addition(Task):
         summary = {"n_digits": self.n_digits, "reverse_answer": self.reverse_answer,
                    "val_problems": len(self.val_ids), **answer_metrics(logits, self.val[1]),
                    "digit_accuracy": digit_accuracies(logits, self.val[1]).tolist()}
-        with open(os.path.join(out_dir, "addition.json"), "w") as fh:
-            json.dump(summary, fh, indent=2)
+        write_json(os.path.join(out_dir, "addition.json"), summary, indent=2)
 

@@ -21,13 +21,13 @@ train.py --track_emergence logged (see `emergence_summary` for the rule).
 
 Left out: Bietti et al.'s trigger tokens on a bigram background, in-context Markov chains.
 """
-import json
 import os
 
 import numpy as np
 
 from ..data import DataError
 from ..interp import previous_token_run
+from ..safetensors import write_json
 from ..tokenizer import SymbolTokenizer
 from . import Task, read_evaluations
 
@@ -96,8 +96,7 @@ class Induction(Task):
             return
         summary = emergence_summary(rows)
         path = os.path.join(out_dir, "emergence.json")
-        with open(path, "w") as fh:
-            json.dump(summary, fh, indent=1)
+        write_json(path, summary)
         print(f"phase change at iteration {summary['phase_change_iter']}: best head's induction score "
               f"{summary['induction_score_before']:.3f} -> {summary['induction_score_after']:.3f}, "
               f"in-context loss drop {summary['icl_loss_drop_before']:.3f} -> {summary['icl_loss_drop_after']:.3f}; "

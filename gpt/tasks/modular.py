@@ -17,13 +17,13 @@ and the restricted and excluded validation accuracies).
 
 Left out: sequences with an explicit operator token, several operations in one run.
 """
-import json
 import os
 
 import numpy as np
 
 from .. import fourier
 from ..data import DataError
+from ..safetensors import write_json
 from ..tokenizer import SymbolTokenizer
 from . import FiniteTask, read_evaluations
 
@@ -105,8 +105,7 @@ class ModularArithmetic(FiniteTask):
         summary.update({k: view[k] for k in ("key_frequencies", "fourier_concentration_init", "fourier_concentration",
                                              "val_acc_restricted", "val_acc_excluded")})
         path = os.path.join(out_dir, "grokking.json")
-        with open(path, "w") as fh:
-            json.dump(summary, fh, indent=1)
+        write_json(path, summary)
         print(f"wrote {path}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
 
 
