@@ -235,6 +235,15 @@ def k_composition(model, reader=1, writer=0):
     return scores
 
 
+def circuit_heads(induction_scores, previous_token_scores):
+    """(induction heads, previous-token heads), each [[layer, head], ...], from (n_layer, n_head) scores:
+    classify_heads of each, induction heads above the first layer, previous-token heads below the
+    last one and not induction heads."""
+    ind = [lh for lh in classify_heads(induction_scores) if lh[0] > 0]
+    prev = [lh for lh in classify_heads(previous_token_scores) if lh[0] < len(induction_scores) - 1 and lh not in ind]
+    return ind, prev
+
+
 def find_circuit(model, repeat_len=None, batch_size=8, seed=0):
     """The induction circuit of a model with at least two layers, as circuit.json holds it.
 
@@ -255,8 +264,7 @@ def find_circuit(model, repeat_len=None, batch_size=8, seed=0):
     ids = repeated_random_tokens(model.config.vocab_size, L, batch_size, np.random.default_rng(seed))
     patterns = attention_patterns(model, ids)
     ind, prev = induction_scores_from_patterns(patterns, L), previous_token_scores_from_patterns(patterns)
-    ind_heads = [lh for lh in classify_heads(ind) if lh[0] > 0]
-    prev_heads = [lh for lh in classify_heads(prev) if lh[0] < model.config.n_layer - 1 and lh not in ind_heads]
+    ind_heads, prev_heads = circuit_heads(ind, prev)
     others = [[l, h] for l in range(model.config.n_layer) for h in range(model.config.n_head)
               if [l, h] not in ind_heads + prev_heads]
     ablation, drop = icl_drop_lost(model, {"induction_heads": ind_heads, "previous_token_heads": prev_heads,

@@ -13,7 +13,8 @@ plain text, stopping at <|endoftext|> where its tokenizer has one. Messages are 
 by the chat template's rules either way.
 
 The heads the page labels come from the run folder's circuit.json (`python -m gpt.inspect
-circuit`) where there is one, else from gpt.interp.find_circuit run once at load.
+circuit`) where there is one, else from find_circuit's classification (gpt.interp.circuit_heads)
+on its probe of repeated random tokens, run once at load.
 
 Left out: several models behind one server, tool calls.
 """
@@ -27,7 +28,8 @@ from gpt.chat.template import ChatTemplate, add_chat_tokens, has_chat_template
 from gpt.hf import load_pretrained
 from gpt.tokenizer import CharTokenizer
 from gpt.tokenizer.stream import TextStream
-from gpt.interp import attention_patterns, find_circuit, logit_lens
+from gpt.interp import (attention_patterns, circuit_heads, induction_scores_from_patterns, logit_lens,
+                        previous_token_scores_from_patterns, probe_len, repeated_random_tokens)
 
 LENS_TOP = 5  # guesses per layer and position in /api/inspect
 DIGITS = 6  # decimals of the probabilities sent (a rounding error of at most 5e-7)
@@ -134,14 +136,19 @@ def last_user_text(messages):
 
 def labelled_heads(model, path):
     """{"previous_token": [[layer, head], ...], "induction": [...]}: from circuit.json beside the
-    checkpoint, else found now (empty for a one-layer model, which has no induction circuit)."""
+    checkpoint, else classified now as find_circuit does, from one batch of its repeated random
+    tokens (one forward pass: not its ablations and K-composition); none for one layer."""
     circuit_path = os.path.join(path if os.path.isdir(path) else os.path.dirname(path), "circuit.json")
     if os.path.exists(circuit_path):
         with open(circuit_path, encoding="utf-8") as fh:
             circuit = json.load(fh)
-    elif model.config.n_layer >= 2:
-        circuit = find_circuit(model)
-    else:
-        circuit = {}
-    return {"previous_token": circuit.get("previous_token_heads", []),
-            "induction": circuit.get("induction_heads", [])}
+        return {"previous_token": circuit.get("previous_token_heads", []),
+                "induction": circuit.get("induction_heads", [])}
+    if model.config.n_layer < 2:
+        return {"previous_token": [], "induction": []}
+    L = probe_len(model)  # find_circuit's probe (its defaults: 8 rows, seed 0) and its rules
+    patterns = attention_patterns(model, repeated_random_tokens(model.config.vocab_size, L, 8,
+                                                                np.random.default_rng(0)))
+    ind, prev = circuit_heads(induction_scores_from_patterns(patterns, L),
+                              previous_token_scores_from_patterns(patterns))
+    return {"previous_token": prev, "induction": ind}
