@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import nanograd as ng
+from gpt.chat.reply import generate_reply
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import CharTokenizer
 from gpt.web import browser
@@ -152,11 +153,22 @@ def test_a_clicked_token_shows_the_attention_of_run_with_cache(driver, chat_serv
     assert len(driver.find_elements(By.CSS_SELECTOR, "#lens tr")) == served.model.config.n_layer + 1
 
 
-def test_new_chat_clears_the_conversation(driver, chat_server):
+def test_a_second_message_is_answered_with_the_whole_conversation_and_new_chat_clears_it(driver, chat_server):
     from selenium.webdriver.common.by import By
     open_page(driver, chat_server)
     send(driver, "hi", 30)
     wait_for(driver, "document.querySelectorAll('.tok').length > 0")
+    send(driver, "hello", 30)
+    wait_for(driver, "document.querySelectorAll('.msg.assistant[data-reason]').length === 2 && "
+                     "document.querySelectorAll('.msg.tokens').length === 4")
+    served = chat_server.served
+    replies = [driver.execute_script(f"return state.messages[{k}].content") for k in (1, 3)]
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": replies[0]},
+                {"role": "user", "content": "hello"}]
+    assert replies[1] == generate_reply(served.model, served.template, messages, 30)[0]
+    shown = "".join(t.get_attribute("textContent") for t in driver.find_elements(By.CSS_SELECTOR, ".tok"))
+    assert shown == served.tokenizer.decode(served.template.render(messages + [
+        {"role": "assistant", "content": replies[1]}])[0])
     driver.find_element(By.ID, "new-chat").click()
     wait_for(driver, "document.querySelectorAll('.msg').length === 0")
     assert not driver.find_element(By.ID, "inside").is_displayed()
