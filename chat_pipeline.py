@@ -68,6 +68,8 @@ class PipelineConfig:
     n_head: int = option(4, "attention heads per block", valid="[1, inf)")
     n_embd: int = option(128, "embedding width", valid="[1, inf)")
     block_size: int = option(256, "context length in tokens, for both training stages", valid="[1, inf)")
+    tie_embeddings: bool = option(True, "the output layer is the token embedding (GPT-2); false: its own matrix")
+    embedding_init_std: float = option(0.02, "init std of the token and position embeddings", valid="(0, inf)")
     # pre-training
     pretrain_iters: int = option(1500, "pre-training steps", valid="[1, inf)")
     pretrain_batch_size: int = option(12, "pre-training sequences per step", valid="[1, inf)")
@@ -245,7 +247,8 @@ def train_stage(cfg, out_dir, init_from, max_iters, **options):
                      lr_decay_iters=max_iters, min_lr=options["learning_rate"] / 10, warmup_iters=cfg.warmup_iters,
                      eval_interval=cfg.eval_interval, eval_iters=cfg.eval_iters, log_interval=cfg.log_interval,
                      tokenizer=cfg.tokenizer, bpe_vocab_size=cfg.bpe_vocab_size, n_layer=cfg.n_layer,
-                     n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size, seed=cfg.seed, **options)
+                     n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size, seed=cfg.seed,
+                     tie_embeddings=cfg.tie_embeddings, embedding_init_std=cfg.embedding_init_std, **options)
     os.makedirs(out_dir, exist_ok=True)
     trainer = PipelineTrainer(tc)
     start = trainer.iter_num

@@ -11,9 +11,9 @@ which build_tasks shuffled) and val.jsonl (training plays, for the few-shot exam
 
 Before fine-tuning the model knows no chat format, so each question is plain text: solved
 examples of the same task from val.jsonl, each "<user message>\\n<answer>\\n\\n", then
-"<user message>\\n"; the answer is the first non-empty line of the greedy continuation. As
-many examples as fit (at most `shots`) go before the question, so that the question and its
-answer's room fit the context: a QA or summarization passage often leaves room for none.
+"<user message>\\n"; the answer is the first non-empty line of the greedy continuation. The
+examples are the first of val.jsonl's (at most `shots`) that fit beside the question and its
+answer's room in the context: a QA or summarization passage often leaves room for none.
 After fine-tuning the chat model replies to each conversation greedily, batched
 (gpt.chat.reply.generate_replies); a dialogue's history is trimmed from the front to leave
 the reply its room (trim_history), as chat.py does.
@@ -50,6 +50,7 @@ from .template import ChatTemplate
 
 GENERATED = ("translation", "qa", "summarization")  # scored on the model's answers before and after
 SCORED_BY_LOSS = {"dialogue": "reply_loss", "generation": "loss"}
+SHOT_CANDIDATES = 50  # solved examples tried, in order, for the few-shot prompts of each question
 
 
 @dataclasses.dataclass
@@ -135,11 +136,10 @@ def induction(model, seed):
 
 # ---- before fine-tuning: plain text -------------------------------------------------------------
 def shot_examples(data_dir, task):
-    """[(user message, answer)] of `task` from data_dir/val.jsonl (training plays), shortest first."""
+    """[(user message, answer)] of `task` from data_dir/val.jsonl (training plays), in the file's order."""
     with open(os.path.join(data_dir, "val.jsonl"), encoding="utf-8") as fh:
         lines = [json.loads(line) for line in fh if line.strip()]
-    pairs = [(d["messages"][-2]["content"], d["messages"][-1]["content"]) for d in lines if d["task"] == task]
-    return sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))
+    return [(d["messages"][-2]["content"], d["messages"][-1]["content"]) for d in lines if d["task"] == task]
 
 
 def few_shot_answers(model, tokenizer, items, shots, options):
@@ -148,12 +148,12 @@ def few_shot_answers(model, tokenizer, items, shots, options):
     budget = model.config.block_size - room
     prompts, used = [], []
     for it in items:
-        question = f"{it['messages'][-1]['content']}\n"
-        k = options.shots
-        while k and len(tokenizer.encode(plain_prompt(shots[:k], question))) > budget:
-            k -= 1
-        prompts.append(plain_prompt(shots[:k], question))
-        used.append(k)
+        question, chosen = f"{it['messages'][-1]['content']}\n", []
+        for shot in shots[:SHOT_CANDIDATES]:
+            if len(chosen) < options.shots and len(tokenizer.encode(plain_prompt(chosen + [shot], question))) <= budget:
+                chosen.append(shot)
+        prompts.append(plain_prompt(chosen, question))
+        used.append(len(chosen))
     continuations = complete(model, [tokenizer.encode(p) for p in prompts], room, options.batch_size)
     return [first_line(tokenizer.decode(ids)) for ids in continuations], prompts, used
 
