@@ -25,7 +25,7 @@ import sys
 
 from gpt.chat import ChatTemplate, has_chat_template
 from gpt.chat.dataset import read_conversations
-from gpt.chat.reply import generate_replies, generate_reply, trim_history
+from gpt.chat.reply import assistant_message, generate_replies, generate_reply, trim_history
 from gpt.cli import run_main
 from gpt.config import ConfigError, option, parse
 from gpt.hf import load_pretrained
@@ -158,7 +158,10 @@ class Chat:
         reply, reason = generate_reply(self.model, self.template, messages, self.cfg.max_new_tokens, **sampling,
                                        stream=write)
         print(f"\n(the reply reached max_new_tokens={self.cfg.max_new_tokens})" if reason == "length" else "")
-        self.messages = messages + [{"role": "assistant", "content": reply}]
+        message = assistant_message(self.template, reply)
+        if message["content"] != reply:
+            print("(the reply spells a special token's text; the conversation keeps it without that text)")
+        self.messages = messages + [message]
 
 
 def read_lines(prompt="> "):

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import nanograd as ng
@@ -138,6 +139,34 @@ def test_a_message_too_long_or_with_unknown_characters_is_refused_and_the_chat_g
     assert len(refused) == 2 and "block_size=64" in refused[0] and "'é'" in refused[1], result.stdout
     assert "Good morrow." in result.stdout
     one_line_error(chat_here(f"--out_dir={folder}", *GREEDY, "--prompt=" + "x" * 60), "block_size=64")
+
+
+def spelling_model(template, prompt_length, reply):
+    """A GPT whose greedy reply after any prompt of prompt_length tokens is the ids `reply`: its blocks
+    add nothing (zero output projections), position p's embedding is the unit vector e_p, and the
+    unembedding row of each token sums the e_p of the positions that predict it."""
+    model = GPT(GPTConfig(block_size=32, vocab_size=template.tokenizer.vocab_size, n_layer=1, n_head=1, n_embd=32,
+                          tie_embeddings=False))
+    state = {name: np.zeros_like(value) if name.endswith(("wte.weight", "c_proj.weight", "unembed.weight"))
+             else value for name, value in model.state_dict().items()}
+    state["transformer.wpe.weight"] = np.eye(32, dtype=np.float32)
+    for k, token in enumerate(reply):
+        state["unembed.weight"][token, prompt_length - 1 + k] = 1
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def test_a_reply_that_spells_a_special_token_joins_the_conversation_without_it(tmp_path, chat_here):
+    template = ChatTemplate(add_chat_tokens(CharTokenizer.train("<|end>hi ")))
+    spelled = template.tokenizer.encode("<|end|>", disallowed_special=())  # ordinary tokens: < | e n d | >
+    model = spelling_model(template, len(template.prompt_ids([{"role": "user", "content": "hi"}])),
+                           spelled + template.tokenizer.encode("hi") + [template.end_id])
+    save_checkpoint(str(tmp_path / "ckpt.safetensors"), model, template.tokenizer)
+    result = chat_here(f"--out_dir={tmp_path}", "--temperature=0", "--max_new_tokens=10", stdin="hi\nhi\n")
+    assert result.returncode == 0, result.stderr
+    assert "> <|end|>hi\n(the reply spells a special token's text; the conversation keeps it without that " \
+           "text)\n" in result.stdout and "not sent" not in result.stdout, result.stdout
+    assert result.stdout.count("> ") == 3  # both messages answered, then Ctrl-D
 
 
 def test_a_hugging_face_directory_with_the_chat_tokens_chats(tmp_path, chat_here):

@@ -14,8 +14,10 @@ messages, the system message kept.
 
 A model may emit a special token in the middle of its reply, a role token such as <|user|> most
 likely (a small model does). The reply's text leaves such tokens out, as Hugging Face's
-decode(skip_special_tokens=True) does: a message's content may hold no special token, so the
-reply can always join the conversation as the assistant's message.
+decode(skip_special_tokens=True) does. A model may also spell a special token's text with
+ordinary tokens ("<", "|", "end", ...); that text stays in the reply, but a message's content may
+hold no special token's text (ChatTemplate.check), so assistant_message takes it out of the
+message that joins the conversation, which can then always be continued.
 
 generate_replies decodes conversations of different lengths together: each batch is left-padded
 to its longest prompt and the padding masked out (generate's attention_mask), so every row
@@ -28,6 +30,7 @@ streaming several replies at once.
 """
 import numpy as np
 
+from gpt.tokenizer.base import special_regex
 from gpt.tokenizer.stream import TextStream
 
 
@@ -92,6 +95,15 @@ def trim_history(template, messages, block_size, max_new_tokens):
     kept = system + history + last
     check_fits(len(template.prompt_ids(kept)), max_new_tokens, block_size, where="with every older message dropped")
     return kept, len(messages) - len(kept)
+
+
+def assistant_message(template, text):
+    """The assistant message of a reply `text`, less every special token's text spelled in it: removed
+    until none is left (taking one out can join the halves of another), so `check` accepts it."""
+    specials = special_regex(frozenset(template.tokenizer.special_tokens))
+    while (kept := specials.sub("", text)) != text:
+        text = kept
+    return {"role": "assistant", "content": text}
 
 
 def check_fits(prompt_length, max_new_tokens, block_size, where=""):
