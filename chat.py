@@ -29,7 +29,7 @@ from gpt.chat.reply import assistant_message, generate_replies, generate_reply, 
 from gpt.cli import run_main
 from gpt.config import ConfigError, option, parse
 from gpt.hf import load_pretrained
-from sample import SamplingConfig
+from sample import SamplingConfig, write
 
 HELP = """commands:
   /reset       forget the conversation (the --system message stays)
@@ -96,11 +96,6 @@ def reply_once(model, template, cfg, system):
     messages = system + [{"role": "user", "content": cfg.prompt}]
     generate_reply(model, template, messages, cfg.max_new_tokens, **cfg.sampling(), stream=write)
     print()
-
-
-def write(text):
-    sys.stdout.write(text)
-    sys.stdout.flush()
 
 
 class Chat:

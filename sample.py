@@ -86,16 +86,17 @@ class Streamer:
         self.text = TextStream(tokenizer)
 
     def __call__(self, column):  # column: (B,) new token ids
-        self.write(self.text.push([int(column[0])]))
+        write(self.text.push([int(column[0])]))
 
     def close(self):
         """Print what is held back at the end (an unfinished character)."""
-        self.write(self.text.flush())
+        write(self.text.flush())
 
-    @staticmethod
-    def write(text):
-        sys.stdout.write(text)
-        sys.stdout.flush()
+
+def write(text):
+    """Print `text` at once, without a newline (a stream's next piece)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def main(argv):
