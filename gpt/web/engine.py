@@ -60,7 +60,7 @@ class Job:
         self.max_new_tokens, self.end_id = max_new_tokens, end_id
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.rng = np.random.default_rng(seed)  # seed None: fresh entropy
-        self.events = queue.Queue()
+        self.events = queue.SimpleQueue()  # put without a Python-level lock: the decoding thread never waits
         self.cancelled = threading.Event()
         self.cache = None  # its KVCache, while it decodes
         self.last = None  # its newest token, the next step's input

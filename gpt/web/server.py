@@ -41,12 +41,14 @@ import queue
 import select
 import socket
 import threading
+import time
 
 from .engine import Engine, Job
 
 MAX_BODY = 1 << 20  # bytes: a longer request body is refused with 413
 DRAIN = 4 * MAX_BODY  # bytes of a refused body read before answering
 POLL_S = 0.25  # how often a waiting stream checks that its client is still there
+GATHER_S = 0.01  # a stream sends at most this often after its first token (100 writes a second)
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "index.html")
 CHAT_FIELDS = {"messages", "temperature", "top_k", "top_p", "max_new_tokens", "seed"}
 
@@ -159,8 +161,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _stream(self, job):
         """Write the job's tokens as events until it is done; cancel it if the client goes away.
 
-        Each wake-up sends every event that has arrived since the last in one write, so a
-        thread that falls behind the decoder catches up in one system call, not one per token.
+        Each wake-up sends every event that has arrived since the last in one write, then the
+        thread sleeps GATHER_S before looking again: the first token goes out at once, later
+        ones in groups, so that N clients cost the decoding thread a few wake-ups of their
+        threads per GATHER_S rather than N per token (waking a thread takes the GIL from it).
         """
         text = self.server.served.reply_text()
         while True:
@@ -177,6 +181,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return job.cancel()
             if events[-1][0] != "token":
                 return None
+            time.sleep(GATHER_S)
 
     def _write(self, data):
         """Send bytes of the stream; False if the client has gone."""
