@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import nanograd as ng
+from gpt.chat.reply import left_pad
 from gpt.model import attention_pattern
 from nanograd import attention, backend
 from nanograd import functional as F
@@ -120,15 +121,6 @@ def test_fused_op_with_segments_equals_the_dense_pattern(tq):
 PROMPTS = [random_ids(1, n, seed=n)[0] for n in (2, 10, 5)]  # the second is longer than block_size (8)
 
 
-def left_padded(prompts, pad_id):
-    """(idx, attention_mask), both (B, longest), the prompts right-aligned after pad_id."""
-    T = max(len(p) for p in prompts)
-    idx, mask = np.full((len(prompts), T), pad_id), np.zeros((len(prompts), T), dtype=np.int64)
-    for row, p in enumerate(prompts):
-        idx[row, T - len(p):], mask[row, T - len(p):] = p, 1
-    return idx, mask
-
-
 @pytest.mark.parametrize("use_cache", [True, False])
 @pytest.mark.parametrize("options", [{}, dict(repetition_penalty=1.5, no_repeat_ngram_size=2),
                                      dict(no_repeat_ngram_size=1), dict(num_beams=3)])
@@ -136,7 +128,7 @@ def test_padded_batch_decodes_each_prompt_as_alone(use_cache, options, device):
     """12 new tokens: every row's window slides past block_size, the long prompt's from the start."""
     model = tiny_model().astype(np.float64).to(device)  # float64: no near-ties decided by rounding
     for pad_id in (0, 7):  # what the padding holds never matters
-        idx, mask = left_padded(PROMPTS, pad_id)
+        idx, mask = left_pad(PROMPTS, pad_id)
         out = model.generate(idx, 12, temperature=0, attention_mask=mask, use_cache=use_cache, **options)
         assert out.shape == (3, 10 + 12) and np.array_equal(out[:, :10], idx)
         for row, p in enumerate(PROMPTS):
@@ -146,7 +138,7 @@ def test_padded_batch_decodes_each_prompt_as_alone(use_cache, options, device):
 
 def test_padded_batch_finishes_rows_at_eos_as_alone():
     model = tiny_model().astype(np.float64)
-    idx, mask = left_padded(PROMPTS, 0)
+    idx, mask = left_pad(PROMPTS, 0)
     alone = [model.generate(p[None], 12, temperature=0)[0] for p in PROMPTS]
     eos = int(alone[0][len(PROMPTS[0]) + 2])  # the third token the first prompt gets
     out = model.generate(idx, 12, temperature=0, attention_mask=mask, eos_token_id=eos)
@@ -160,7 +152,7 @@ def test_padded_batch_finishes_rows_at_eos_as_alone():
 
 def test_padded_sampling_with_a_seed_is_deterministic():
     model = tiny_model()
-    idx, mask = left_padded(PROMPTS, 0)
+    idx, mask = left_pad(PROMPTS, 0)
     runs = [model.generate(idx, 12, temperature=1.0, top_k=5, seed=seed, attention_mask=mask) for seed in (3, 3, 4)]
     assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
 
@@ -172,7 +164,7 @@ def test_padded_sampling_with_a_seed_is_deterministic():
     (np.zeros((3, 10)), "needs at least one token"),
 ])
 def test_bad_attention_masks_are_one_line_errors(mask, message):
-    idx, _ = left_padded(PROMPTS, 0)
+    idx, _ = left_pad(PROMPTS, 0)
     with pytest.raises(ValueError, match=message):
         tiny_model().generate(idx, 2, attention_mask=mask)
 
