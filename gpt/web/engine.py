@@ -147,15 +147,16 @@ class Engine:
 
     def _loop(self):
         while self._wait_for_work():
-            with inference_mode(self.model):  # no_grad is global: held only while working, never while idle
-                self._run_calls()
-                try:
-                    self._admit()
-                    self._step()
-                except Exception as e:  # a bug: fail the jobs in hand, keep serving the next ones
-                    for job in self.running:
-                        job.events.put(("error", f"decoding failed: {type(e).__name__}: {e}"))
-                    self.running = []
+            with inference_mode(self.model):  # no_grad is global: held while there is work, never while idle
+                while self._has_work():
+                    self._run_calls()
+                    try:
+                        self._admit()
+                        self._step()
+                    except Exception as e:  # a bug: fail the jobs in hand, keep serving the next ones
+                        for job in self.running:
+                            job.events.put(("error", f"decoding failed: {type(e).__name__}: {e}"))
+                        self.running = []
         for job in self.running + list(self.waiting):
             job.finish("stopped")
         for _, reply in self.calls:
@@ -164,9 +165,12 @@ class Engine:
     def _wait_for_work(self):
         """Block until a job runs or waits or a call waits; False once closed."""
         with self.wake:
-            while not (self.running or self.waiting or self.calls or self.closed):
+            while not (self._has_work() or self.closed):
                 self.wake.wait()
             return not self.closed
+
+    def _has_work(self):
+        return bool(self.running or self.waiting or self.calls) and not self.closed
 
     def _run_calls(self):
         while True:
