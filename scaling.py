@@ -37,8 +37,9 @@ import numpy as np
 import train
 from gpt.cli import run_main
 from gpt.config import ConfigError, option, parse
-from gpt.inspect import pyplot
+from gpt.inspect import pyplot, save
 from gpt.rundir import check_writable
+from gpt.safetensors import write_file, write_json
 from gpt.tasks import read_evaluations
 from gpt.tasks.addition import sequence_length
 
@@ -192,10 +193,8 @@ def fit_report(cfg, runs, sweep, results_dir):
 
 def write_results(results_dir, name, result, table, plots):
     """results_dir/name.json and name.md (the table, also printed), then each (file, plot function)."""
-    with open(os.path.join(results_dir, f"{name}.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
-    with open(os.path.join(results_dir, f"{name}.md"), "w") as fh:
-        fh.write(table + "\n")
+    write_json(os.path.join(results_dir, f"{name}.json"), result, indent=2)
+    write_file(os.path.join(results_dir, f"{name}.md"), (table + "\n").encode("utf-8"))
     print(table)
     for filename, draw in plots:
         try:
@@ -241,9 +240,7 @@ def plot(runs, result, path):
     for ax in (left, right):  # loss ticks as plain numbers (2.3), not powers of ten (2.3 x 10^0)
         ax.yaxis.set_major_formatter("{x:.2f}")
         ax.yaxis.set_minor_formatter("{x:.2f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    print(f"wrote {path}")
+    save(fig, path)
 
 
 # ---- --task=addition: emergence and the mirage ---------------------------------------------------
@@ -336,9 +333,7 @@ def plot_emergence(records, k, path):
         ax.set_xlabel("non-embedding parameters N")
     for ax in (exact, digit):
         ax.set_ylim(-0.03, 1.03)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    print(f"wrote {path}")
+    save(fig, path)
 
 
 def plot_training(record, k, path):
@@ -354,9 +349,7 @@ def plot_training(record, k, path):
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(f"{record['size']} ({record['n_params']:,} parameters) over training")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    print(f"wrote {path}")
+    save(fig, path)
 
 
 if __name__ == "__main__":
