@@ -33,11 +33,11 @@ Left out: TLS, authentication, HTTP keep-alive (each response closes its connect
 compression, CORS.
 """
 import http.server
-import itertools
 import json
 import math
 import os
 import queue
+import secrets
 import select
 import socket
 import threading
@@ -73,7 +73,6 @@ class WebServer(http.server.ThreadingHTTPServer):
         with open(PAGE, "rb") as fh:
             self.page = fh.read()
         self.replies = {}  # reply id -> Job, while it streams
-        self.reply_ids = itertools.count(1)
         self.lock = threading.Lock()
 
     def server_close(self):
@@ -116,8 +115,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _chat(self):
         job = self._job(self._body(CHAT_FIELDS, required={"messages"}))
+        reply_id = secrets.token_hex(8)  # not guessable: only the client that holds it can stop its reply
         with self.server.lock:
-            reply_id = str(next(self.server.reply_ids))
             self.server.replies[reply_id] = job
         try:
             self.server.engine.submit(job)
