@@ -29,6 +29,8 @@ import json
 import numpy as np
 import regex
 
+from ..safetensors import write_file
+
 FORMAT = "nanograd-gpt-tokenizer"
 VERSION = 1
 NONE_RAISE = "none_raise"  # minbpe's name for tiktoken's default: no special allowed, all raise
@@ -207,9 +209,8 @@ class Tokenizer:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
 
     def save(self, path):
-        """Write `to_json()` to `path` (UTF-8)."""
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.to_json())
+        """Write `to_json()` to `path` (UTF-8) atomically: a full disk is one DiskFullError line."""
+        write_file(path, self.to_json().encode("utf-8"))
 
     def _body(self):
         raise NotImplementedError
