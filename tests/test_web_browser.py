@@ -128,6 +128,21 @@ def test_stop_ends_a_long_reply(driver, plain_server):
     assert driver.execute_script("return document.getElementById('status').textContent").startswith("Stopped.")
 
 
+def test_new_chat_during_a_reply_stops_it_and_leaves_the_page_empty(driver, plain_server):
+    from selenium.webdriver.common.by import By
+    open_page(driver, plain_server)
+    driver.get_log("browser")  # forget earlier messages
+    send(driver, "Go on", 240)
+    wait_for(driver, LAST_REPLY + "?.querySelector('.body').textContent.length > 0")
+    driver.find_element(By.ID, "new-chat").click()
+    wait_for(driver, "document.getElementById('status').textContent === 'New chat.' && "
+                     "!document.getElementById('send').hidden")
+    time.sleep(0.5)  # the stopped reply's last events and the page's handling of them
+    assert driver.execute_script("return document.querySelectorAll('.msg').length") == 0
+    assert driver.execute_script("return state.messages.length") == 0
+    assert [m for m in driver.get_log("browser") if m["level"] == "SEVERE"] == []
+
+
 def test_a_clicked_token_shows_the_attention_of_run_with_cache(driver, chat_server):
     from selenium.webdriver.common.by import By
     open_page(driver, chat_server)
