@@ -385,9 +385,11 @@ class Trainer:
         if not math.isfinite(total):
             bad = next(k for k, share in enumerate(shares) if not math.isfinite(share))
             where = f" on rank {self.world.owner(bad, steps)}" if self.world.size > 1 else ""
+            kept = (f"the last good checkpoint is {self.ckpt_path}" if os.path.exists(self.ckpt_path)
+                    else "no checkpoint was written yet")
             raise distributed.on_every_rank(FloatingPointError(
-                f"loss became {total} at iteration {self.iter_num}{where}; stopping. The last "
-                f"good checkpoint is {self.ckpt_path}: try a lower learning_rate"))
+                f"loss became {total} at iteration {self.iter_num}{where}; stopping ({kept}): "
+                "try a lower learning_rate"))
         self.world.sum_gradients(self.model.parameters())
         if cfg.grad_clip:
             ng.optim.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)

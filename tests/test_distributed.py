@@ -178,7 +178,7 @@ def test_watchdog_ends_the_job_when_a_rank_hangs(tmp_path, text_file):
 
 @needs_mpi
 @pytest.mark.parametrize("fault, expected", [
-    ("nan", "error: loss became nan at iteration 5 on rank 1; stopping."),
+    ("nan", "error: loss became nan at iteration 5 on rank 1; stopping (the last good checkpoint is "),
     ("raise", "error: rank 1 "),
     ("drift", "error: at iteration 8 the weights of rank(s) [1] differ from rank 0's"),
 ])

@@ -90,8 +90,12 @@ def test_non_finite_loss_stops_and_keeps_the_checkpoint(tmp_path, text_file):
     before = open(os.path.join(out, "ckpt.safetensors"), "rb").read()
     r = run_script("train.py", *common, "--init_from=resume", "--max_iters=50", "--learning_rate=1e30",
                    "--decay_lr=false", "--always_save_checkpoint=false")
-    assert r.returncode == 2 and "loss became" in r.stderr
+    assert r.returncode == 2 and f"(the last good checkpoint is {out}/ckpt.safetensors)" in r.stderr
     assert open(os.path.join(out, "ckpt.safetensors"), "rb").read() == before
+    fresh = run_script("train.py", *TINY, f"--data_file={text_file}", f"--out_dir={tmp_path / 'fresh'}",
+                       "--eval_interval=100", "--max_iters=50", "--learning_rate=1e30", "--decay_lr=false",
+                       "--grad_clip=0")
+    assert fresh.returncode == 2 and "stopping (no checkpoint was written yet): try a lower" in fresh.stderr
 
 
 @pytest.mark.parametrize("args, message", [
