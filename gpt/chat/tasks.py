@@ -173,10 +173,9 @@ def qa_examples(play, rng, max_chars):
     for run in passages(play.modern, rng, max_chars, lambda run: allowance + max(len(s.speaker) for s in run)):
         passage = plain_layout(run)[0]
         quote, speaker = pick_quote(run, passage, rng)
-        content = f'Who says "{quote}"?\n{passage}'
         if quote is not None:
             speakers = [s.speaker for s in run]
-            records.append({"task": "qa", "messages": [user(content)],
+            records.append({"task": "qa", "messages": [user(f'Who says "{quote}"?\n{passage}')],
                             "reference": speaker, "speakers": speakers,
                             "most_frequent_speaker": metrics.most_frequent_speaker(speakers)})
     return records
