@@ -4,6 +4,7 @@ and a history trimmed to fit the context.
     text, reason = generate_reply(model, template, [{"role": "user", "content": "Hi"}], stream=print)
     replies = generate_replies(model, template, conversations, max_new_tokens=64, batch_size=32)
     messages, n_dropped = trim_history(template, messages, model.config.block_size, max_new_tokens=64)
+    messages.append(assistant_message(template, text))          # the reply joins the conversation
 
 A reply is what the model generates after the prompt `template.prompt_ids(messages)` (the
 conversation, then <|assistant|>), up to its <|end|>: reason "end", or max_new_tokens: reason
