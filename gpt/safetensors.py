@@ -13,7 +13,8 @@ match its shape and dtype, and the tensors must tile the data exactly (no gaps, 
 trailing bytes), all before any tensor is allocated, so reading never allocates more than the
 file holds. Any problem raises SafetensorsError naming the file and what is wrong. Writing is
 atomic (see atomic_write), so a crash mid-save leaves the previous file intact, and a full disk
-raises DiskFullError, one line naming the folder and the bytes the file needed.
+raises DiskFullError, one line naming the folder and the bytes the file needed. write_file and
+write_json write any bytes, or JSON, the same way (the project's other files go through them).
 
 BF16 tensors are read by upcasting to float32 (NumPy has no bfloat16); that is exact.
 Left out: writing BF16 and the float8/float4 dtypes, memory-mapped (lazy) loading, and
