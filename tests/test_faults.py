@@ -158,8 +158,7 @@ def test_full_disk_during_an_hf_export_leaves_no_partial_file(tmp_path, tmpfs):
             json.load(fh)  # each file there is whole
 
 
-def test_full_disk_writing_a_task_summary_or_an_inspect_image_is_one_line(tmp_path, tmpfs):
-    from gpt import inspect
+def test_full_disk_writing_a_task_summary_is_one_line(tmp_path, tmpfs):
     from gpt.tasks.induction import Induction
     folder = tmpfs(tmp_path / "disk", "16k")
     rows = [{"iter": i, "val_loss": 2 - i / 100, "induction_score": i / 100, "icl_loss_drop": i / 50}
@@ -170,10 +169,19 @@ def test_full_disk_writing_a_task_summary_or_an_inspect_image_is_one_line(tmp_pa
     with pytest.raises(DiskFullError, match=rf"^no space left in {folder} for emergence\.json: it needs [\d,]+ bytes, "
                                             r"0 are free; emergence\.json was not written"):
         Induction(8, 16, 2, 4).finish(None, folder)
-    fig, _ = inspect.pyplot().subplots()
-    with pytest.raises(DiskFullError, match=rf"^no space left in {folder} for attn\.png: it needs [\d,]+ bytes"):
-        inspect.save(fig, os.path.join(folder, "attn.png"))
     assert sorted(os.listdir(folder)) == ["filler", "metrics.jsonl"]
+
+
+def test_full_disk_writing_an_inspect_image_is_one_line(tmp_path, tmpfs):
+    pytest.importorskip("matplotlib")
+    from gpt import inspect
+    folder = tmpfs(tmp_path / "disk", "16k")
+    fill(folder, 0)
+    fig, _ = inspect.pyplot().subplots()
+    with pytest.raises(DiskFullError, match=rf"^no space left in {folder} for attn\.png: it needs [\d,]+ bytes, "
+                                            r"0 are free; attn\.png was not written"):
+        inspect.save(fig, os.path.join(folder, "attn.png"))
+    assert os.listdir(folder) == ["filler"]
 
 
 # ---- read-only and missing folders ------------------------------------------------------------
