@@ -17,6 +17,7 @@ this process measures:
     c4_tok_s, c8_tok_s  all tokens / wall time of 4 and 8 replies requested at once
     one_cpu_ms, c4_cpu_ms  the server's CPU time (all threads) per token, one reply and 4 at once:
                       what a machine with other work on it cannot distort much
+    chat_py_cpu_ms    chat.py's decoding's CPU time per token (this process)
     equal_alone       each of the 8 concurrent greedy replies equals the one it got alone
     bad_4xx           how many of 200 malformed or oversized requests got a 4xx JSON error
     health_after      /api/health still answers 200 after them
@@ -152,18 +153,19 @@ def together(server, texts, new):
 
 
 def chat_py_speed(model, tokenizer, new):
-    """Tokens per second of model.generate on PROMPT, greedy with a KV cache (chat.py's decoding)."""
-    start = time.perf_counter()
+    """(tokens per second, CPU ms per token) of model.generate on PROMPT, greedy with a KV cache
+    (chat.py's decoding)."""
+    start, cpu = time.perf_counter(), time.process_time()
     model.generate(np.array([tokenizer.encode(PROMPT)]), new, temperature=0)
-    return new / (time.perf_counter() - start)
+    return new / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / new
 
 
 def timings(servers, model, tokenizer, args):
     """{max_batch: {"ttft_ms", "one_tok_s", "chat_py_tok_s", "c4_tok_s"}}, medians of rounds in which the
     servers and chat.py's decoding take turns, so that a change in the machine's load hits them alike."""
     texts = [TEXT[k:k + 50] for k in range(4)]
-    runs = {b: {k: [] for k in ("ttft_ms", "one_tok_s", "chat_py_tok_s", "c4_tok_s", "one_cpu_ms", "c4_cpu_ms")}
-            for b in servers}
+    runs = {b: {k: [] for k in ("ttft_ms", "one_tok_s", "chat_py_tok_s", "c4_tok_s", "one_cpu_ms", "c4_cpu_ms",
+                                "chat_py_cpu_ms")} for b in servers}
     for server in servers.values():
         server.reply(PROMPT, 4)  # warm up
     for _ in range(args.rounds):
@@ -173,7 +175,9 @@ def timings(servers, model, tokenizer, args):
             cpu = server.cpu_s()
             run["one_tok_s"].append(args.new / server.reply(PROMPT, args.new)[1])
             run["one_cpu_ms"].append(1000 * (server.cpu_s() - cpu) / args.new)
-            run["chat_py_tok_s"].append(chat_py_speed(model, tokenizer, args.new))
+            speed, cpu_ms = chat_py_speed(model, tokenizer, args.new)
+            run["chat_py_tok_s"].append(speed)
+            run["chat_py_cpu_ms"].append(cpu_ms)
             cpu = server.cpu_s()
             run["c4_tok_s"].append(4 * args.new / together(server, texts, args.new)[0])
             run["c4_cpu_ms"].append(1000 * (server.cpu_s() - cpu) / (4 * args.new))
@@ -224,11 +228,11 @@ def main():
                 for server in servers.values():
                     server.close()
     print("\n| size | max_batch | TTFT ms | 1 client tok/s | chat.py tok/s | 4 clients tok/s | 8 clients tok/s "
-          "| CPU ms/token: 1 client, 4 | 8 equal alone | 4xx of 200 | RSS MB: before, after 200, after 400 |")
+          "| CPU ms/token: 1 client, 4, chat.py | 8 equal alone | 4xx of 200 | RSS MB: before, after 200, after 400 |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['size']} | {r['max_batch']} | {r['ttft_ms']} | {r['one_tok_s']} | {r['chat_py_tok_s']} | "
-              f"{r['c4_tok_s']} | {r['c8_tok_s']} | {r['one_cpu_ms']}, {r['c4_cpu_ms']} | "
+              f"{r['c4_tok_s']} | {r['c8_tok_s']} | {r['one_cpu_ms']}, {r['c4_cpu_ms']}, {r['chat_py_cpu_ms']} | "
               f"{r['equal_alone']}/8 | {r['bad_4xx']} | "
               f"{', '.join(map(str, r['rss_mb']))} |")
 
