@@ -18,8 +18,9 @@ Taking the folder, before any work, checks in this order (each failure is one Ru
              first, so the folder never mixes the old run's checkpoint with the new run's data
   leftovers  temporary files of atomic_write (gpt/safetensors.py) that a killed process left in
              the folder or below it are removed: the lock proves no live writer owns them
-When the body raises, a folder that this call created and that holds no checkpoint is removed
-again (a failed start leaves nothing behind), and the lock is always released. Under mpiexec rank
+When the body raises, a folder that this call created and that holds neither a checkpoint nor a
+logged metric is removed again (a failed start leaves nothing behind, while a run that failed after
+it began keeps its metrics.jsonl, the record of what went wrong), and the lock is always released. Under mpiexec rank
 0 takes the folder and every rank stops with its one line if that fails.
 
 A full disk is found by the writers (atomic_write, and append_line here for the metrics log):
@@ -46,6 +47,7 @@ except ImportError:  # Windows
     fcntl = None
 
 LOCK = "run.lock"
+METRICS = "metrics.jsonl"  # the log train.py appends to: a run that wrote a row has begun
 
 
 class RunFolderError(ValueError):
@@ -143,8 +145,12 @@ class _RunFolder:
             raise
 
     def remove_if_unused(self):
-        """Remove the folders this run created, unless a checkpoint was written into them."""
-        if self.created and not os.path.exists(os.path.join(self.out_dir, FILENAME)):
+        """Remove the folders this run created, unless the run got as far as a checkpoint or a
+        logged metric (a non-empty metrics.jsonl) in them."""
+        metrics = os.path.join(self.out_dir, METRICS)
+        began = os.path.exists(os.path.join(self.out_dir, FILENAME)) or \
+            (os.path.exists(metrics) and os.path.getsize(metrics) > 0)
+        if self.created and not began:
             self.release()
             shutil.rmtree(self.created, ignore_errors=True)
 

@@ -309,3 +309,12 @@ def test_a_failed_start_leaves_no_folder(tmp_path, text_file, bad):
     existing.mkdir()
     one_error_line(train(f"--data_file={text_file}", f"--out_dir={existing}", bad))
     assert os.listdir(existing) == []  # a folder the user made stays, and holds no lock file
+
+
+def test_a_run_that_fails_after_it_began_keeps_its_folder_and_log(tmp_path, text_file):
+    out = tmp_path / "diverged"
+    result = train(f"--data_file={text_file}", f"--out_dir={out}", *TINY, "--learning_rate=1e9",
+                   "--decay_lr=false", "--grad_clip=0", "--eval_interval=1000", "--max_iters=50")
+    assert result.returncode == 2 and "no checkpoint was written yet" in result.stderr.splitlines()[-1]
+    rows = [json.loads(r) for r in open(out / "metrics.jsonl")]
+    assert rows and rows[0]["iter"] == 0 and not os.path.exists(out / LOCK)
