@@ -3,7 +3,8 @@
 Training and sampling need only numpy and regex. Everything else is an extra of setup.cfg:
 `plot` (matplotlib, for the PNGs), `crosscheck` (torch, transformers, tokenizers, tiktoken,
 safetensors: the reference implementations we compare against), `bench` (crosscheck plus
-threadpoolctl, for benchmarks/) and `gpu` (CuPy). A script that needs one calls
+threadpoolctl, for benchmarks/), `gpu` (CuPy) and `web` (Selenium, which drives Chromium in the
+chat page's browser tests). A script that needs one calls
 
     torch = require("torch", "crosscheck", "scripts/make_random_gpt2.py")
 
