@@ -30,7 +30,7 @@ def missing():
     if not any(os.path.exists(p) for p in CHROMIUM) or not os.path.exists(CHROMEDRIVER):
         return "needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver"
     try:
-        require("selenium", "web", "the browser tests")
+        require("selenium", "web", "gpt/web/browser.py")
     except ModuleNotFoundError as e:
         return str(e)
     return None
@@ -39,7 +39,7 @@ def missing():
 @contextlib.contextmanager
 def chromium(width=1400, height=900):
     """A headless Chromium WebDriver with a fresh profile, closed (and its profile deleted) on exit."""
-    webdriver = require("selenium.webdriver", "web", "the browser tests")
+    webdriver = require("selenium.webdriver", "web", "gpt/web/browser.py")
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = next(p for p in CHROMIUM if os.path.exists(p))
