@@ -26,10 +26,10 @@ import numpy as np
 from gpt.chat.reply import check_fits, trim_history
 from gpt.chat.template import ChatTemplate, add_chat_tokens, has_chat_template
 from gpt.hf import load_pretrained
-from gpt.tokenizer import CharTokenizer
-from gpt.tokenizer.stream import TextStream
 from gpt.interp import (attention_patterns, circuit_heads, induction_scores_from_patterns, logit_lens,
                         previous_token_scores_from_patterns, probe_len, repeated_random_tokens)
+from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer.stream import TextStream
 
 LENS_TOP = 5  # guesses per layer and position in /api/inspect
 DIGITS = 6  # decimals of the probabilities sent (a rounding error of at most 5e-7)
