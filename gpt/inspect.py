@@ -271,15 +271,18 @@ def circuit_png(model, found, cfg):
     ids = interp.repeated_random_tokens(model.config.vocab_size, L, 1, np.random.default_rng(cfg.seed))
     patterns = interp.attention_patterns(model, ids)
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
     for ax, ((l, h), name) in zip(axes, heads):
-        ax.imshow(backend.to_device(patterns[l][0, h], "cpu"), cmap="Blues", vmin=0, vmax=1)
+        image = ax.imshow(backend.to_device(patterns[l][0, h], "cpu"), cmap="Blues", vmin=0, vmax=1)
         ax.set_title(f"head {l}.{h}: {name}", fontsize=9)
         ax.set_xlabel("key position")
         ax.axvline(L - 0.5, color="gray", lw=0.5)
         ax.axhline(L - 0.5, color="gray", lw=0.5)
     axes[0].set_ylabel(f"query position ({L} random tokens, then the same {L} again)")
-    save(fig, cfg.image)
+    fig.suptitle("the induction circuit's two heads on one repeated sequence (grey lines: where the repeat starts)",
+                 fontsize=10)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+    save(fig, cfg.image, tight=False)
 
 
 # ---- the Fourier view of modular arithmetic -------------------------------------------
