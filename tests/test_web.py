@@ -305,3 +305,24 @@ def test_chat_web_refuses_bad_options_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "chat_web.py"), f"--out_dir={tmp_path}"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+
+
+def test_a_reply_that_spells_a_special_token_keeps_the_conversation_servable(chat_server):
+    """The page sends the model's earlier replies back: one holding the text of a special token (a
+    model can spell "<|end|>" with ordinary tokens) is served without that text, not refused."""
+    messages = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "Good <|end|>morrow."},
+                {"role": "user", "content": "hi"}]
+    text, reason, _ = reply(chat_server, messages, temperature=0)
+    cleaned = [messages[0], {"role": "assistant", "content": "Good morrow."}, messages[2]]
+    assert (text, reason) == reply(chat_server, cleaned, temperature=0)[:2]
+    status, _, payload = request(chat_server, "POST", "/api/inspect", {"messages": messages})
+    assert status == 200
+    assert "".join(json.loads(payload)["tokens"]) == "<|user|>hello<|end|><|assistant|>Good morrow.<|end|><|user|>hi<|end|>"
+
+
+def test_reply_text_leaves_out_special_tokens_the_model_emits_mid_reply():
+    from gpt.web.served import ReplyText
+    _, template = chat_model(steps=0)
+    text = ReplyText(template.tokenizer, template.end_id)
+    user, (a, b) = template.tokenizer.special_tokens["<|user|>"], template.tokenizer.encode("ab")
+    assert [text.push(t) for t in (a, user, b, template.end_id)] + [text.flush()] == ["a", "", "b", "", ""]

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from gpt.chat.reply import check_fits, trim_history
+from gpt.chat.reply import assistant_message, check_fits, trim_history
 from gpt.chat.template import ChatTemplate, add_chat_tokens, has_chat_template
 from gpt.hf import load_pretrained
 from gpt.interp import (attention_patterns, circuit_heads, induction_scores_from_patterns, logit_lens,
@@ -62,9 +62,19 @@ class ServedModel:
         """A ReplyText for one reply of this model."""
         return ReplyText(self.tokenizer, self.end_id())
 
+    def checked(self, messages):
+        """`messages` checked by the template's rules, each assistant turn less any special token's
+        text spelled in it (as chat.py keeps its history: reply.assistant_message), so a reply the
+        page sends back never makes the conversation unservable."""
+        messages = [assistant_message(self.template, m["content"])
+                    if isinstance(m, dict) and m.get("role") == "assistant" and isinstance(m.get("content"), str)
+                    else m for m in messages]
+        self.template.check(messages)
+        return messages
+
     def prompt(self, messages, max_new_tokens):
         """The prompt ids the reply to `messages` continues; ValueError (one line) if they cannot be served."""
-        self.template.check(messages)
+        messages = self.checked(messages)
         if self.chat:
             kept, _ = trim_history(self.template, messages, self.block_size, max_new_tokens)
             return self.template.prompt_ids(kept)
@@ -77,7 +87,7 @@ class ServedModel:
     def rendered_ids(self, messages):
         """The ids of the conversation as the model reads it: the chat template's rendering, or
         for a plain model the last user message's text followed by the replies after it."""
-        self.template.check(messages)
+        messages = self.checked(messages)
         if self.chat:
             return self.template.render(messages)[0]
         last = max(k for k, m in enumerate(messages) if m["role"] == "user") if has_user(messages) else 0
@@ -110,14 +120,16 @@ class ServedModel:
 
 
 class ReplyText:
-    """Generated ids in, the reply's text out piece by piece: "" for the end token and while a
-    character's bytes are unfinished; the pieces and `flush()` join into the reply's text."""
+    """Generated ids in, the reply's text out piece by piece: "" for the end token, for any other
+    special token (left out of a reply, as chat.py and Hugging Face's skip_special_tokens do) and
+    while a character's bytes are unfinished; the pieces and `flush()` join into the reply's text."""
 
     def __init__(self, tokenizer, end_id):
         self.text, self.end_id = TextStream(tokenizer), end_id
+        self.skipped = frozenset(tokenizer.special_tokens.values())
 
     def push(self, token):
-        return "" if token == self.end_id else self.text.push([token])
+        return "" if token in self.skipped else self.text.push([token])
 
     def flush(self):
         return self.text.flush()
