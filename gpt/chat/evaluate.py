@@ -14,9 +14,10 @@ examples of the same task from val.jsonl, each "<user message>\\n<answer>\\n\\n"
 "<user message>\\n"; the answer is the first non-empty line of the greedy continuation. The
 examples are the first of val.jsonl's (at most `shots`) that fit beside the question and its
 answer's room in the context: a QA or summarization passage often leaves room for none.
-After fine-tuning the chat model replies to each conversation greedily, batched
-(gpt.chat.reply.generate_replies); a dialogue's history is trimmed from the front to leave
-the reply its room (trim_history), as chat.py does.
+After fine-tuning the chat model replies to each whole conversation greedily, batched
+(gpt.chat.reply.generate_replies): prompts of similar lengths decode together, each batch
+with the room its longest prompt leaves in the context (at most max_new_tokens); nothing is
+trimmed, so the model sees every message, as in training.
 
 Metrics (gpt.chat.metrics):
     translation    cer (corpus CER of the answers), cer_identity (the Folio line copied),
@@ -26,7 +27,7 @@ Metrics (gpt.chat.metrics):
     dialogue       reply_loss: mean next-token loss on the assistant turns' content; before
                    fine-tuning, on the same characters in the plays' own layout (the record's
                    "plain" text and "reply_spans"); after, also well_formed: the share of
-                   replies that end with <|end|> within their room
+                   replies that end with <|end|> within their room (room_min: the least room)
     generation     loss: as dialogue's reply_loss, on the continuation
 Every generated task also gets well_formed after fine-tuning. For the losses each piece
 (reply or not) is encoded alone, so both layouts give a reply the same tokens; a text longer
@@ -45,7 +46,7 @@ from nanograd import functional as F
 from ..generate import inference_mode
 from ..interp import emergence_metrics
 from . import metrics
-from .reply import generate_replies, left_pad, trim_history
+from .reply import generate_replies, left_pad
 from .template import ChatTemplate
 
 GENERATED = ("translation", "qa", "summarization")  # scored on the model's answers before and after
@@ -86,15 +87,13 @@ def chat(model, tokenizer, data_dir, options):
     for task in (*GENERATED, "dialogue", "generation"):
         items = eval_items(data_dir, task, options.items)
         shown = items if task in (*GENERATED, "dialogue") else items[:options.samples]
-        conversations, max_new_tokens = fitted(template, [it["messages"] for it in shown],
-                                               model.config.block_size, options.max_new_tokens)
-        replies = generate_replies(model, template, conversations, max_new_tokens, options.batch_size,
-                                   temperature=0)
+        conversations = [it["messages"] for it in shown]
+        replies, rooms = replies_in_room(model, template, conversations, options.max_new_tokens, options.batch_size)
         texts = [text for text, _ in replies]
         tasks[task] = score(task, shown, texts) if task in GENERATED else {"items": len(items)}
         if task != "generation":
             tasks[task]["well_formed"] = float(np.mean([reason == "end" for _, reason in replies]))
-            tasks[task]["max_new_tokens"] = max_new_tokens
+            tasks[task]["room_min"] = min(rooms)
         if task in SCORED_BY_LOSS:
             rows = [reply_targets(template, it) for it in items]
             tasks[task][SCORED_BY_LOSS[task]] = mean_target_loss(model, rows, options.batch_size)
@@ -186,18 +185,26 @@ def complete(model, prompts, max_new_tokens, batch_size):
 
 
 # ---- after fine-tuning: the chat format ---------------------------------------------------------
-def fitted(template, conversations, block_size, max_new_tokens):
-    """(conversations, n): each conversation's history trimmed so its prompt and n new tokens fit.
+def replies_in_room(model, template, conversations, max_new_tokens, batch_size):
+    """(replies [(text, reason)], rooms): greedy replies to the whole conversations, each batch of
+    similar prompt lengths given the room its longest prompt leaves (at most max_new_tokens).
 
-    n is max_new_tokens, or less when even the system message and the last message of some
-    conversation leave less room than that.
+    Nothing is trimmed: the model sees every message, as in training.
     """
-    shortest = [[m for m in c if m["role"] == "system"] + c[-1:] for c in conversations]
-    n = min(max_new_tokens, block_size - max(len(template.prompt_ids(c)) for c in shortest))
-    if n < 1:
-        raise ValueError(f"a held-out conversation's last message leaves no room for a reply in block_size="
-                         f"{block_size}: use a larger block_size or a smaller max_chars")
-    return [trim_history(template, c, block_size, n)[0] for c in conversations], n
+    lengths = [len(template.prompt_ids(c)) for c in conversations]
+    order = sorted(range(len(conversations)), key=lambda i: lengths[i])
+    replies, rooms = [None] * len(conversations), [0] * len(conversations)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        room = min(max_new_tokens, model.config.block_size - max(lengths[i] for i in batch))
+        if room < 1:
+            raise ValueError(f"a held-out conversation of {max(lengths[i] for i in batch)} tokens leaves no room for "
+                             f"a reply in block_size={model.config.block_size}: use a larger block_size or a smaller "
+                             "max_chars")
+        for i, reply in zip(batch, generate_replies(model, template, [conversations[i] for i in batch], room,
+                                                    batch_size, temperature=0)):
+            replies[i], rooms[i] = reply, room
+    return replies, rooms
 
 
 def reply_targets(template, item):
