@@ -126,10 +126,11 @@ def main(argv):
                 print(f"[{name}] done before ({record['stages'][name]['seconds']:.0f}s): skipped")
                 continue
             print(f"[{name}] starting")
-            t0 = time.time()
+            t0, cpu0 = time.time(), time.process_time()
             result = stage(cfg, paths, record)
-            result["seconds"] = time.time() - t0
+            result["seconds"], result["cpu_seconds"] = time.time() - t0, time.process_time() - cpu0
             record["stages"][name] = result
+            record["stages"] = {n: record["stages"][n] for n, _ in STAGES if n in record["stages"]}  # in order
             write_json(paths.record, record)
             print(f"[{name}] done in {result['seconds']:.0f}s")
     print(f"report card: {os.path.join(cfg.out_dir, report.MARKDOWN)}; "
