@@ -134,7 +134,7 @@ def main(argv):
             write_json(paths.record, record)
             print(f"[{name}] done in {result['seconds']:.0f}s")
     print(f"report card: {os.path.join(cfg.out_dir, report.MARKDOWN)}; "
-          f"chat with: python chat.py --out_dir {cfg.out_dir}")
+          f"chat with: python chat.py --out_dir={cfg.out_dir}")
 
 
 # ---- the run folder's record -------------------------------------------------------------------
@@ -146,8 +146,7 @@ def open_record(paths, cfg):
     options = dataclasses.asdict(cfg)
     options.pop("out_dir")
     if os.path.exists(paths.record):
-        with open(paths.record, encoding="utf-8") as fh:
-            record = json.load(fh)
+        record = read_record(paths.record)
         changed = [f"{k}={record['options'].get(k)!r} (now {v!r})" for k, v in options.items()
                    if record["options"].get(k) != v]
         if changed:
@@ -160,6 +159,19 @@ def open_record(paths, cfg):
                          f"{', ...' if len(others) > 3 else ''}): choose another --out_dir")
     record = {"options": options, "stages": {}}
     write_json(paths.record, record)
+    return record
+
+
+def read_record(path):
+    """The record in path; ValueError if it is not one that chat_pipeline.py writes."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path} ({e}): delete it to start the pipeline over") from None
+    if not (isinstance(record, dict) and isinstance(record.get("options"), dict)
+            and isinstance(record.get("stages"), dict)):
+        raise ValueError(f"{path} is not a chat_pipeline.py record: choose another --out_dir")
     return record
 
 
@@ -208,8 +220,15 @@ def evaluate_after(cfg, paths, record):
 
 def write_report(cfg, paths, record):
     """report.json and REPORT.md from the records of the stages before."""
-    report.write(paths.out_dir, record, command=" ".join(["python", "chat_pipeline.py", *sys.argv[1:]]))
+    report.write(paths.out_dir, record, command=command_of(cfg))
     return {}
+
+
+def command_of(cfg):
+    """The command that runs `cfg`: python chat_pipeline.py and each option that differs from its default."""
+    changed = [f"--{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
+               if getattr(cfg, f.name) != f.default]
+    return " ".join(["python", "chat_pipeline.py", *changed])
 
 
 STAGES = (("data", build_data), ("pretrain", pretrain), ("before", evaluate_before),

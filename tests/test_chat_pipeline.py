@@ -60,6 +60,7 @@ def test_the_report_holds_every_task_before_and_after(tiny_run):
     assert 0 <= report["induction"]["after"]["induction_score"] <= 1
     assert report["samples"]["after"]["dialogue"][0]["messages"][0]["role"] == "system"
     assert len(report["goals"]) == 5
+    assert report["command"].startswith(f"python chat_pipeline.py --out_dir={tiny_run} --translation=200 ")
     with open(os.path.join(tiny_run, "REPORT.md"), encoding="utf-8") as fh:
         card = fh.read()
     assert "| translation | CER |" in card and "## Sample conversations" in card
@@ -110,8 +111,13 @@ def test_bad_options_exit_2_with_one_line(tmp_path, args, message):
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_a_folder_holding_something_else_is_refused(tmp_path):
-    (tmp_path / "ckpt.safetensors").write_bytes(b"not ours")
+@pytest.mark.parametrize("name, content, message", [
+    ("ckpt.safetensors", "not ours", "did not write (ckpt.safetensors)"),
+    (chat_pipeline.RECORD, "{", "cannot read"),
+    (chat_pipeline.RECORD, "[]", "is not a chat_pipeline.py record"),
+])
+def test_a_folder_holding_something_else_is_refused(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
     result = run_script("--tiny", f"--out_dir={tmp_path}")
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "did not write (ckpt.safetensors)" in result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr
