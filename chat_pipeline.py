@@ -2,7 +2,7 @@
 
     python chat_pipeline.py                     # run folder out-chat/
     python chat_pipeline.py --tiny              # a CI-sized run of seconds (configs/chat_tiny.toml)
-    python chat.py --out_dir out-chat           # then talk to the chat model
+    python chat.py --out_dir=out-chat           # then talk to the chat model
 
 The stages, in order (each one's record lands in out_dir/pipeline.json when it is done):
 
@@ -110,7 +110,7 @@ class Paths:
         self.data = os.path.join(out_dir, "data")
         self.pretrain_text = os.path.join(self.data, "pretrain.txt")
         self.pretrain = os.path.join(out_dir, "pretrain")
-        self.chat = out_dir  # the chat model: `python chat.py --out_dir out_dir` finds it
+        self.chat = out_dir  # the chat model: `python chat.py --out_dir=out_dir` finds it
 
 
 def main(argv):
