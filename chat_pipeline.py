@@ -27,6 +27,7 @@ options automatically.
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 
@@ -127,7 +128,11 @@ def main(argv):
                 continue
             print(f"[{name}] starting")
             t0, cpu0 = time.time(), time.process_time()
-            result = stage(cfg, paths, record)
+            try:
+                result = stage(cfg, paths, record)
+            except KeyboardInterrupt:
+                print(f"stopped during [{name}]; run the same command again to continue (the stages done are kept)")
+                sys.exit(EXIT_INTERRUPTED)
             result["seconds"], result["cpu_seconds"] = time.time() - t0, time.process_time() - cpu0
             record["stages"][name] = result
             record["stages"] = {n: record["stages"][n] for n, _ in STAGES if n in record["stages"]}  # in order
@@ -272,7 +277,12 @@ def train_stage(cfg, out_dir, init_from, max_iters, **options):
     os.makedirs(out_dir, exist_ok=True)
     trainer = PipelineTrainer(tc)
     start = trainer.iter_num
-    trainer.run()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        trainer.run()  # turns Ctrl-C into a checkpoint and a return
+    finally:
+        for sig, handler in handlers.items():  # Ctrl-C stops the later stages again
+            signal.signal(sig, handler)
     if trainer.iter_num < max_iters:
         print(f"stopped at iteration {trainer.iter_num} of {max_iters}; run the same command again to continue")
         sys.exit(EXIT_INTERRUPTED)

@@ -9,6 +9,8 @@ because what the user sees (one line on stderr, exit code 2) is the thing under 
 import json
 import math
 import os
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -92,6 +94,26 @@ def test_an_unfinished_training_stage_continues_from_its_checkpoint(tiny_run, ca
     printed = capsys.readouterr().out
     assert "resumed from" in printed and "[pretrain] done before" in printed
     assert read_json(path)["stages"]["finetune"]["resumed_at"] in (2, 4)  # the last save: val improved there
+
+
+def test_ctrl_c_in_pre_training_saves_and_stops(tiny_run, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copytree(os.path.join(tiny_run, "data"), out / "data")
+    record = read_json(os.path.join(tiny_run, chat_pipeline.RECORD))
+    record["options"]["pretrain_iters"], record["stages"] = 100000, {"data": record["stages"]["data"]}
+    chat_pipeline.write_json(str(out / chat_pipeline.RECORD), record)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "chat_pipeline.py"), "--tiny", f"--out_dir={out}",
+                             "--pretrain_iters=100000"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    for line in proc.stdout:
+        if line.startswith("iter 3/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    printed = proc.stdout.read()
+    assert proc.wait(timeout=60) == chat_pipeline.EXIT_INTERRUPTED
+    assert "run the same command again to continue" in printed
+    assert os.path.exists(out / "pretrain" / "ckpt.safetensors")
+    assert "pretrain" not in read_json(str(out / chat_pipeline.RECORD))["stages"]
 
 
 def test_other_options_on_the_same_folder_are_refused(tiny_run):
