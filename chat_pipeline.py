@@ -21,6 +21,9 @@ The run folder remembers the options it was made with: another set of options, o
 that holds something else, is refused in one line (exit 2). The pipeline holds the run
 folder's lock (gpt/rundir.py) for its whole life.
 
+The default run (docs/chat.md has its numbers): 29 min 28 s of wall time, 15 min 17 s of CPU
+time, on 2 cores of an AMD EPYC (AVX-512), 2026-12-07.
+
 Left out: data-parallel training (train.py under mpiexec does that), GPUs, tuning the
 options automatically.
 """
