@@ -41,7 +41,7 @@ HELP = """commands:
 @dataclasses.dataclass
 class ChatConfig(SamplingConfig):
     out_dir: str = option("out-chat", "run directory holding a chat model's ckpt.safetensors")
-    max_new_tokens: int = option(256, "most tokens in one reply", valid="[1, inf)")
+    max_new_tokens: int = option(0, "most tokens in one reply (0: half the model's context)", valid="[0, inf)")
     system: str = option("", "a system message that opens the conversation (empty: none)")
     prompt: str = option("", "reply to this one message, print the reply and exit")
     prompts_file: str = option("", "JSONL lines {\"messages\": [...]}: print one {\"reply\": ...} line per line")
@@ -172,6 +172,7 @@ def read_lines(prompt="> "):
 def main(argv):
     cfg = parse(ChatConfig, argv, "chat.py")
     model, template = load_chat_model(cfg)
+    cfg.max_new_tokens = cfg.max_new_tokens or model.config.block_size // 2  # leaves half for the conversation
     system = [{"role": "system", "content": cfg.system}] if cfg.system else []
     if cfg.prompts_file:
         reply_to_file(model, template, cfg)

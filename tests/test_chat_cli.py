@@ -208,3 +208,12 @@ def test_bad_options_are_one_line(run, chat_here):
     _, _, folder = run
     one_line_error(chat_here("--out_dir=no-such-run", "--prompt=hi"), "no checkpoint")
     one_line_error(chat_here(f"--out_dir={folder}", "--prompt=hi <|end|>"), "special token")
+
+
+def test_the_default_reply_length_fits_any_model(run, chat_here):
+    """With no --max_new_tokens a reply may take half the context, so a short message always fits."""
+    model, template, folder = run
+    result = chat_here(f"--out_dir={folder}", "--temperature=0", "--prompt=hello")
+    half = model.config.block_size // 2
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == generate_reply(model, template, [{"role": "user", "content": "hello"}], half)[0] + "\n"
