@@ -348,7 +348,7 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of length T={start + T} is longer than block_size="
                              f"{self.config.block_size}; crop the input to its last {self.config.block_size} tokens")
         if segments is not None:
-            segments = np.asarray(segments)
+            segments = backend.to_device(segments, "cpu")  # positions and the cache's ids are host arrays
             if segments.shape != (B, T) or segments.dtype.kind not in "iu":
                 raise ValueError(f"segments must be integer ids of the shape of idx {(B, T)}, "
                                  f"got {segments.dtype} {segments.shape}")
