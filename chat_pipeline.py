@@ -36,7 +36,7 @@ import time
 
 from gpt.chat import evaluate, report
 from gpt.chat.plays import ALPHABET, pretraining_text
-from gpt.chat.tasks import DEFAULT_COUNTS, TASKS, build_tasks
+from gpt.chat.tasks import build_tasks, count_option, counts_of
 from gpt.chat.template import add_chat_tokens
 from gpt.checkpoint import FILENAME, load_model
 from gpt.cli import run_main
@@ -58,12 +58,11 @@ class PipelineConfig:
     seed: int = option(1337, "seed for the data, initialisation, batches and evaluation", valid="[0, inf)")
     # data
     max_chars: int = option(200, "most characters in one conversation's messages", valid="[100, inf)")
-    translation: int = option(DEFAULT_COUNTS["translation"], "translation examples (train + val)", valid="[0, inf)")
-    qa: int = option(DEFAULT_COUNTS["qa"], "qa examples (train + val; fewer if the plays give fewer)", valid="[0, inf)")
-    summarization: int = option(DEFAULT_COUNTS["summarization"], "summarization examples (train + val)",
-                                valid="[0, inf)")
-    dialogue: int = option(DEFAULT_COUNTS["dialogue"], "dialogue examples (train + val)", valid="[0, inf)")
-    generation: int = option(DEFAULT_COUNTS["generation"], "generation examples (train + val)", valid="[0, inf)")
+    translation: int = count_option("translation")
+    qa: int = count_option("qa")
+    summarization: int = count_option("summarization")
+    dialogue: int = count_option("dialogue")
+    generation: int = count_option("generation")
     # model
     tokenizer: str = option("char", "'char' (the tasks' alphabet) or 'bpe' (byte-level, trained on the "
                                     "pre-training text)", valid=("char", "bpe"))
@@ -193,7 +192,7 @@ def write_json(path, obj):
 def build_data(cfg, paths, record):
     """The pre-training text and the chat tasks, written into out_dir/data."""
     manifest = build_tasks(paths.data, max_chars=cfg.max_chars, seed=cfg.seed,
-                           counts={task: getattr(cfg, task) for task in TASKS}, eval_limit=cfg.eval_items or None)
+                           counts=counts_of(cfg), eval_limit=cfg.eval_items or None)
     text = pretraining_text()
     with atomic_write(paths.pretrain_text) as fh:
         fh.write(text.encode("utf-8"))

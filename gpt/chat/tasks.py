@@ -370,17 +370,27 @@ def write_jsonl(path, records):
 
 
 # ---- command line -----------------------------------------------------------------------------
+def count_option(task):
+    """The option giving `task`'s number of examples (this command's and chat_pipeline.py's)."""
+    return option(DEFAULT_COUNTS[task], f"{task} examples (train + val; fewer if the plays give fewer)",
+                  valid="[0, inf)")
+
+
+def counts_of(cfg):
+    """{task: examples} from a config holding each task's count_option."""
+    return {task: getattr(cfg, task) for task in TASKS}
+
+
 @dataclasses.dataclass
 class TasksConfig:
     out_dir: str = option("", "folder to write train.jsonl, val.jsonl, eval/ and manifest.json into")
     max_chars: int = option(512, "most characters in one conversation's messages", valid="[100, inf)")
     seed: int = option(1337, "seed of every random choice (the same seed writes the same files)")
-    translation: int = option(DEFAULT_COUNTS["translation"], "translation examples (train + val)", valid="[0, inf)")
-    qa: int = option(DEFAULT_COUNTS["qa"], "qa examples (train + val)", valid="[0, inf)")
-    summarization: int = option(DEFAULT_COUNTS["summarization"], "summarization examples (train + val)",
-                                valid="[0, inf)")
-    dialogue: int = option(DEFAULT_COUNTS["dialogue"], "dialogue examples (train + val)", valid="[0, inf)")
-    generation: int = option(DEFAULT_COUNTS["generation"], "generation examples (train + val)", valid="[0, inf)")
+    translation: int = count_option("translation")
+    qa: int = count_option("qa")
+    summarization: int = count_option("summarization")
+    dialogue: int = count_option("dialogue")
+    generation: int = count_option("generation")
     val_fraction: float = option(0.05, "part of each task's examples kept for val.jsonl", valid="[0, 1)")
     eval_limit: int = option(500, "most examples per task in each eval file (0: all)", valid="[0, inf)")
 
@@ -389,7 +399,7 @@ def main(argv):
     cfg = parse(TasksConfig, argv, "-m gpt.chat.tasks")
     if not cfg.out_dir:
         raise ValueError("give the folder to write into with --out_dir=DIR")
-    manifest = build_tasks(cfg.out_dir, cfg.max_chars, cfg.seed, {t: getattr(cfg, t) for t in TASKS},
+    manifest = build_tasks(cfg.out_dir, cfg.max_chars, cfg.seed, counts_of(cfg),
                            cfg.val_fraction, cfg.eval_limit or None)
     for split, per_task in manifest["examples"].items():
         print(f"{split:5s} " + "  ".join(f"{t} {n}" for t, n in per_task.items()))
