@@ -99,7 +99,7 @@ def reply_once(model, template, cfg, system):
 
 
 class Chat:
-    """The interactive session: the conversation so far, the sampling options, one turn per line."""
+    """The interactive chat: the conversation so far, the sampling options, one turn per line."""
 
     def __init__(self, model, template, cfg, system):
         self.model, self.template, self.cfg, self.system = model, template, cfg, system

@@ -1,11 +1,11 @@
 """chat.py end to end on a tiny chat model: the scripted modes against the library's replies, an
-interactive session driven through stdin, trimming, Ctrl-C, a GPT-2 directory with the chat
+interactive chat driven through stdin, trimming, Ctrl-C, a GPT-2 directory with the chat
 tokens, and bad input in one line, exit 2.
 
 The model (tests/gpt/tiny_chat.py) is trained in about a second and saved as a checkpoint. What
 the user sees (stdout, one line on stderr, the exit code) is the thing under test: most cases
 run chat.py's main in this process through run_main, with stdin replaced; the interactive
-session, Ctrl-C and one exit code run it as a subprocess.
+chat, Ctrl-C and one exit code run it as a subprocess.
 """
 import io
 import json
@@ -99,7 +99,7 @@ def test_prompts_file_writes_the_one_by_one_replies_in_order(run, tmp_path, chat
     assert [text for text, _ in generate_replies(model, template, conversations, 30, batch_size=2)] == alone
 
 
-def test_an_interactive_session_answers_resets_and_sets_the_temperature(run):
+def test_an_interactive_chat_answers_resets_and_sets_the_temperature(run):
     _, _, folder = run
     result = chat(f"--out_dir={folder}", *GREEDY, stdin="hello\n/reset\n/temp 0.5\nhi\n/help\n/nope\n/quit\nhello\n")
     assert result.returncode == 0 and result.stderr == "", result.stderr
